@@ -1,0 +1,45 @@
+"""The one corner of cxrbench that imports mmdet and mmseg.
+
+Importing this package (1) provides ``mmcv._ext`` when mmcv's compiled ops are absent (mmcv-lite): NMS
+through torchvision, every other op a clear error - this must happen before mmdet/mmseg are imported;
+(2) registers :class:`benchmark.backbones.CXRBackbone` and the suite's hooks, loop and metrics in mmengine's
+root registries (names prefixed ``CXR``), which mmdet's and mmseg's (separate) child registries both fall
+back to, so configs name them by string and stay printable. Nothing else here has import-time effects.
+"""
+
+from __future__ import annotations
+
+from benchmark.mmcv_ops import install as _install_mmcv_ops
+
+NMS_PROVIDER = _install_mmcv_ops()
+
+import mmdet  # noqa: E402
+import mmseg  # noqa: E402
+from mmengine.registry import HOOKS, LOOPS, METRICS, MODELS  # noqa: E402
+
+from benchmark.backbones import CXRBackbone  # noqa: E402
+from benchmark.openmmlab import checkpoint, hooks, loops, losses, metrics  # noqa: E402
+
+for _registry, _classes in (
+    (MODELS, [CXRBackbone, losses.DiceLoss]),
+    (
+        HOOKS,
+        [
+            checkpoint.PlainCheckpointHook,
+            hooks.FinetuneWarmupHook,
+            hooks.LossGuardHook,
+            hooks.HistoryHook,
+            hooks.ProgressHook,
+        ],
+    ),
+    (LOOPS, [loops.ValLossLoop]),
+    (METRICS, [metrics.DetectionMetric, metrics.SegMetric]),
+):
+    for _cls in _classes:
+        _name = _cls.__name__ if _cls.__name__.startswith("CXR") else f"CXR{_cls.__name__}"
+        _registry.register_module(name=_name, module=_cls, force=True)
+
+from benchmark.openmmlab.config import build_config  # noqa: E402
+from benchmark.openmmlab.runner import RunOutcome, train_and_test  # noqa: E402
+
+__all__ = ["NMS_PROVIDER", "RunOutcome", "build_config", "train_and_test", "mmdet", "mmseg"]

@@ -1,0 +1,285 @@
+"""OpenMMLab configs as Python dicts built from a TaskSpec (no ``_base_`` files, no string imports)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from mmengine.config import ConfigDict
+
+from benchmark.backbones import ARCHS, BackboneInfo
+from tasks.registry import YOLO_ANCHORS, YOLO_CONF_THR, YOLO_NMS_IOU, TaskSpec
+
+# (head kind, key of the primary validation metric, rule)
+MONITORS = {"detection": "det/mAP", "segmentation": "seg/dice"}
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """Everything besides the task that shapes one training run."""
+
+    backbone: BackboneInfo
+    prepared: Path
+    classes: tuple[str, ...]
+    mean: float  # of the training subset, on [0, 1]
+    std: float
+    train_subset: str
+    seed: int
+    lr: float
+    work_dir: Path
+    experiment_name: str
+    max_epochs: int
+    batch_size: int
+    num_workers: int = 0
+    amp: bool = False
+    verbose: bool = False
+    progress: bool = True
+
+
+def _dataloader(dataset: dict, batch_size: int, num_workers: int, train: bool) -> dict:
+    return dict(
+        batch_size=batch_size,
+        num_workers=num_workers,
+        persistent_workers=num_workers > 0,
+        drop_last=train,  # the protocol drops the last incomplete training batch
+        sampler=dict(type="DefaultSampler", shuffle=train),
+        dataset=dataset,
+    )
+
+
+def _detection(task: TaskSpec, s: RunSettings, channels: list[int]) -> dict:
+    size = task.size
+    pipeline = [
+        dict(type="LoadImageFromFile", color_type="grayscale"),
+        dict(type="LoadAnnotations", with_bbox=True),
+        dict(
+            type="Resize", scale=(size, size), keep_ratio=False
+        ),  # no-op at the prepared size; sets scale_factor
+        dict(
+            type="PackDetInputs", meta_keys=("img_id", "img_path", "ori_shape", "img_shape", "scale_factor")
+        ),
+    ]
+
+    def dataset(subset: str, test_mode: bool) -> dict:
+        return dict(
+            type="CocoDataset",
+            data_root=str(s.prepared),
+            ann_file=f"annotations/{subset}.json",
+            data_prefix=dict(img="images/"),
+            metainfo=dict(classes=s.classes),
+            filter_cfg=dict(filter_empty_gt=False, min_size=0),  # negatives are part of the protocol
+            pipeline=pipeline,
+            test_mode=test_mode,
+        )
+
+    c3, c4, c5 = channels
+    model = dict(
+        type="YOLOV3",
+        data_preprocessor=dict(
+            type="DetDataPreprocessor",
+            mean=[s.mean * 255.0],
+            std=[s.std * 255.0],
+            bgr_to_rgb=False,
+            pad_size_divisor=32,
+        ),
+        backbone=dict(
+            type="CXRBackbone",
+            spec=s.backbone.spec,
+            out_indices=(3, 4, 5),
+            frozen=task.frozen,
+            warmup_frozen_iters=task.warmup_steps,
+        ),
+        neck=dict(type="YOLOV3Neck", num_scales=3, in_channels=[c5, c4, c3], out_channels=[512, 256, 128]),
+        bbox_head=dict(
+            type="YOLOV3Head",
+            num_classes=len(s.classes),
+            in_channels=[512, 256, 128],
+            out_channels=[1024, 512, 256],
+            anchor_generator=dict(
+                type="YOLOAnchorGenerator",
+                base_sizes=[list(level) for level in YOLO_ANCHORS],
+                strides=[32, 16, 8],
+            ),
+            bbox_coder=dict(type="YOLOBBoxCoder"),
+            featmap_strides=[32, 16, 8],
+            loss_cls=dict(type="CrossEntropyLoss", use_sigmoid=True, loss_weight=1.0, reduction="sum"),
+            loss_conf=dict(type="CrossEntropyLoss", use_sigmoid=True, loss_weight=1.0, reduction="sum"),
+            loss_xy=dict(type="CrossEntropyLoss", use_sigmoid=True, loss_weight=2.0, reduction="sum"),
+            loss_wh=dict(type="MSELoss", loss_weight=2.0, reduction="sum"),
+        ),
+        train_cfg=dict(assigner=dict(type="GridAssigner", pos_iou_thr=0.5, neg_iou_thr=0.5, min_pos_iou=0)),
+        test_cfg=dict(
+            nms_pre=1000,
+            min_bbox_size=0,
+            score_thr=0.0,
+            conf_thr=YOLO_CONF_THR,
+            nms=dict(type="nms", iou_threshold=YOLO_NMS_IOU),
+            max_per_img=100,
+        ),
+    )
+    return dict(
+        default_scope="mmdet",
+        model=model,
+        train_dataloader=_dataloader(dataset(s.train_subset, False), s.batch_size, s.num_workers, True),
+        val_dataloader=_dataloader(dataset("val", True), s.batch_size, s.num_workers, False),
+        test_dataloader=_dataloader(dataset("test", True), s.batch_size, s.num_workers, False),
+        val_evaluator=dict(type="CXRDetectionMetric", ann_file=str(s.prepared / "annotations" / "val.json")),
+        test_evaluator=dict(
+            type="CXRDetectionMetric", ann_file=str(s.prepared / "annotations" / "test.json")
+        ),
+    )
+
+
+def _segmentation(task: TaskSpec, s: RunSettings, channels: list[int]) -> dict:
+    if task.head != "linear":
+        raise NotImplementedError(f"task {task.id}: the '{task.head}' segmentation head is not available yet")
+    if len(s.classes) != 1:
+        raise NotImplementedError(
+            f"task {task.id}: multi-label segmentation ({len(s.classes)} classes) is not available yet"
+        )
+    pipeline = [
+        dict(type="LoadImageFromFile", color_type="grayscale"),
+        dict(type="LoadAnnotations", reduce_zero_label=False),
+        dict(type="PackSegInputs", meta_keys=("img_path", "seg_map_path", "ori_shape", "img_shape")),
+    ]
+    classes = ("background",) + tuple(s.classes)
+
+    def dataset(subset: str, test_mode: bool) -> dict:
+        return dict(
+            type="BaseSegDataset",
+            data_root=str(s.prepared),
+            ann_file=f"annotations/{subset}.txt",
+            data_prefix=dict(img_path="images", seg_map_path="masks"),
+            img_suffix=".png",
+            seg_map_suffix=".png",
+            metainfo=dict(classes=classes, palette=[[0, 0, 0]] + [[255, 255, 255]] * len(s.classes)),
+            reduce_zero_label=False,
+            pipeline=pipeline,
+            test_mode=test_mode,
+        )
+
+    model = dict(
+        type="EncoderDecoder",
+        data_preprocessor=dict(
+            type="SegDataPreProcessor",
+            mean=[s.mean * 255.0],
+            std=[s.std * 255.0],
+            bgr_to_rgb=False,
+            pad_val=0,
+            seg_pad_val=255,
+            size=(task.size, task.size),
+        ),
+        backbone=dict(
+            type="CXRBackbone",
+            spec=s.backbone.spec,
+            out_indices=(5,),
+            frozen=task.frozen,
+            warmup_frozen_iters=task.warmup_steps,
+        ),
+        # linear head: a 1x1 convolution on C5, logits upsampled bilinearly; no dropout, no norm
+        decode_head=dict(
+            type="FCNHead",
+            in_channels=channels[-1],
+            channels=channels[-1],
+            num_convs=0,
+            concat_input=False,
+            dropout_ratio=0.0,
+            num_classes=len(classes),
+            out_channels=1,  # one sigmoid output: foreground probability, thresholded at 0.5
+            threshold=0.5,
+            norm_cfg=None,
+            align_corners=False,
+            loss_decode=dict(type="CXRDiceLoss", loss_weight=1.0),
+        ),
+        train_cfg=dict(),
+        test_cfg=dict(mode="whole"),
+    )
+    return dict(
+        default_scope="mmseg",
+        model=model,
+        train_dataloader=_dataloader(dataset(s.train_subset, False), s.batch_size, s.num_workers, True),
+        val_dataloader=_dataloader(dataset("val", True), s.batch_size, s.num_workers, False),
+        test_dataloader=_dataloader(dataset("test", True), s.batch_size, s.num_workers, False),
+        val_evaluator=dict(type="CXRSegMetric"),
+        test_evaluator=dict(type="CXRSegMetric"),
+    )
+
+
+def build_config(task: TaskSpec, s: RunSettings) -> ConfigDict:
+    """The full mmengine Runner config of one run."""
+    arch = ARCHS[s.backbone.arch]
+    channels = [arch.channels[i] for i in (3, 4, 5)]
+    parts = _detection(task, s, channels) if task.kind == "detection" else _segmentation(task, s, channels)
+    monitor = MONITORS[task.kind]
+    custom_hooks = [
+        dict(type="CXRPlainCheckpointHook"),
+        dict(type="CXRLossGuardHook"),
+        dict(type="CXRHistoryHook"),
+        dict(
+            type="EarlyStoppingHook", monitor=monitor, rule="greater", patience=task.patience, min_delta=0.0
+        ),
+    ]
+    if task.warmup_steps:
+        custom_hooks.append(
+            dict(
+                type="CXRFinetuneWarmupHook",
+                warmup_iters=task.warmup_steps,
+                warmup_lr=task.warmup_lr,
+                lr=s.lr,
+            )
+        )
+    if s.progress:
+        custom_hooks.append(
+            dict(type="CXRProgressHook", description=f"{task.id} seed={s.seed} lr={s.lr:g}", monitor=monitor)
+        )
+    cfg = dict(
+        **parts,
+        work_dir=str(s.work_dir),
+        experiment_name=s.experiment_name,
+        optim_wrapper=dict(
+            type="AmpOptimWrapper" if s.amp else "OptimWrapper",
+            optimizer=dict(type="Adam", lr=s.lr, weight_decay=task.weight_decay),
+        ),
+        # lr halved when the validation loss has not improved for `plateau_patience` epochs
+        param_scheduler=[
+            dict(
+                type="ReduceOnPlateauLR",
+                monitor="loss",
+                rule="less",
+                factor=task.plateau_factor,
+                patience=task.plateau_patience,
+                by_epoch=True,
+            )
+        ],
+        train_cfg=dict(type="EpochBasedTrainLoop", max_epochs=s.max_epochs, val_interval=1),
+        val_cfg=dict(type="CXRValLossLoop", fp16=s.amp),
+        test_cfg=dict(type="TestLoop", fp16=s.amp),
+        default_hooks=dict(
+            timer=dict(type="IterTimerHook"),
+            logger=dict(type="LoggerHook", interval=50),
+            param_scheduler=dict(type="ParamSchedulerHook"),
+            checkpoint=dict(
+                type="CheckpointHook",
+                interval=1,
+                by_epoch=True,
+                max_keep_ckpts=1,
+                save_last=True,
+                save_best=monitor,
+                rule="greater",
+            ),
+            sampler_seed=dict(type="DistSamplerSeedHook"),
+        ),
+        custom_hooks=custom_hooks,
+        env_cfg=dict(
+            cudnn_benchmark=False,
+            mp_cfg=dict(mp_start_method="fork", opencv_num_threads=0),
+            dist_cfg=dict(backend="nccl"),
+        ),
+        randomness=dict(seed=s.seed, deterministic=False),
+        log_level="INFO" if s.verbose else "WARNING",
+        log_processor=dict(by_epoch=True),
+        visualizer=dict(
+            type="Visualizer", vis_backends=[dict(type="LocalVisBackend")], name=s.experiment_name
+        ),
+    )
+    return ConfigDict(cfg)

@@ -1,0 +1,93 @@
+"""Run records: one JSON file per training run, written atomically, keyed by what determines the result."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+from pathlib import Path
+
+from tasks.io import write_json_atomic
+
+SCHEMA_VERSION = 1
+# Bumped when a change of the code changes results; part of every run key.
+CODE_VERSION = "0.1"
+
+
+def run_key(
+    *,
+    task: dict,
+    backbone: dict,
+    split_hash: str,
+    seed: int,
+    lr: float,
+    size: int,
+    overrides: dict | None = None,
+) -> str:
+    """Hash of everything that determines a run's result (16 hex digits)."""
+    payload = {
+        "task": task,
+        "backbone": {
+            "spec": backbone["spec"] if backbone.get("tag") != "file" else None,
+            "arch": backbone["arch"],
+            "tag": backbone["tag"],
+            "sha256": backbone.get("sha256"),
+        },
+        "split_hash": split_hash,
+        "seed": int(seed),
+        "lr": float(lr),
+        "size": int(size),
+        "overrides": overrides or {},
+        "code_version": CODE_VERSION,
+    }
+    text = json.dumps(payload, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def record_path(out_dir: str | os.PathLike, backbone_name: str, task_id: str, key: str) -> Path:
+    return Path(out_dir) / "runs" / backbone_name / task_id / f"{key}.json"
+
+
+def write_record(path: str | os.PathLike, record: dict) -> None:
+    write_json_atomic(path, record)
+
+
+def read_record(path: str | os.PathLike) -> dict:
+    return json.loads(Path(path).read_text())
+
+
+def iter_records(runs_dir: str | os.PathLike):
+    """All records under a ``runs/`` folder (or an output folder containing one), sorted by path."""
+    root = Path(runs_dir)
+    if (root / "runs").is_dir():
+        root = root / "runs"
+    for path in sorted(root.glob("*/*/*.json")):
+        yield read_record(path)
+
+
+def versions() -> dict[str, str]:
+    """Versions of everything that can change a result."""
+    import mmcv
+    import mmdet
+    import mmengine
+    import mmseg
+    import numpy
+    import torch
+    import torchvision
+
+    import benchmark
+    from benchmark.mmcv_ops import active_provider
+
+    return {
+        "cxrbench": benchmark.__version__,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "torchvision": torchvision.__version__,
+        "mmengine": mmengine.__version__,
+        "mmcv": mmcv.__version__,
+        "mmdet": mmdet.__version__,
+        "mmseg": mmseg.__version__,
+        "numpy": numpy.__version__,
+        "nms_provider": active_provider() or "",
+    }

@@ -1,0 +1,297 @@
+"""Runs: (task, backbone, seed, lr) -> one record. ``evaluate`` plans and executes them."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from benchmark.backbones import BackboneInfo, parse_spec
+from benchmark.records import SCHEMA_VERSION, read_record, record_path, run_key, versions, write_record
+from tasks.datasets import get_dataset
+from tasks.prepare import load_manifest, prepared_dir
+from tasks.registry import TaskSpec
+
+PRIMARY = {"mAP": "mAP", "dice": "dice", "froc": "froc", "mean_class_dice": "dice"}
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """Overrides and execution settings shared by the runs of one ``evaluate`` call.
+
+    ``max_epochs`` / ``batch_size`` override the task's protocol values (for quick looks); they are part
+    of the run key and of the record.
+    """
+
+    max_epochs: int | None = None
+    batch_size: int | None = None
+    device: str = "cpu"
+    num_workers: int = 0
+    amp: bool = False
+    keep_checkpoints: bool = False
+    verbose: bool = False
+    progress: bool = True
+
+
+@dataclass
+class PlannedRun:
+    task: TaskSpec
+    backbone: BackboneInfo
+    seed: int
+    lr: float
+    lr_source: str
+    key: str
+    path: Path
+    prepared: Path
+    manifest: dict = field(repr=False, default_factory=dict)
+
+
+def _train_subset(task: TaskSpec) -> str:
+    return "train" if task.label_fraction >= 100 else f"train_{task.label_fraction}pct"
+
+
+def _overrides(options: RunOptions) -> dict:
+    return {
+        k: v
+        for k, v in {"max_epochs": options.max_epochs, "batch_size": options.batch_size}.items()
+        if v is not None
+    }
+
+
+def plan_run(
+    task: TaskSpec,
+    backbone: BackboneInfo,
+    data_root,
+    out_dir,
+    seed: int,
+    lr: float | None,
+    options: RunOptions,
+) -> PlannedRun:
+    prepared = prepared_dir(data_root, task.dataset, task.size)
+    manifest = load_manifest(prepared)
+    chosen_lr = task.lr if lr is None else float(lr)
+    key = run_key(
+        task=task.to_dict(),
+        backbone=backbone.to_dict(),
+        split_hash=manifest["split_hash"],
+        seed=seed,
+        lr=chosen_lr,
+        size=task.size,
+        overrides=_overrides(options),
+    )
+    return PlannedRun(
+        task,
+        backbone,
+        seed,
+        chosen_lr,
+        "default" if lr is None else "given",
+        key,
+        record_path(out_dir, backbone.name, task.id, key),
+        prepared,
+        manifest,
+    )
+
+
+@dataclass
+class PreparedRun:
+    """The resolved settings of one run (what ``execute`` trains with)."""
+
+    subset: str
+    n_train: int
+    batch_size: int
+    max_epochs: int
+    mean: float
+    std: float
+    work_dir: Path
+    notes: list[str]
+
+
+def resolve(run: PlannedRun, out_dir, options: RunOptions) -> PreparedRun:
+    task = run.task
+    stats = json.loads((run.prepared / "stats.json").read_text())
+    subset = _train_subset(task)
+    n_train = stats[subset]["n_images"]
+    notes: list[str] = []
+    batch_size = options.batch_size or task.batch_size
+    if 0 < n_train < batch_size:
+        notes.append(f"batch size {batch_size} > {n_train} training images: reduced to {n_train}")
+        batch_size = n_train
+    max_epochs = task.max_epochs if options.max_epochs is None else options.max_epochs
+    work_dir = Path(out_dir) / "work" / run.backbone.name / task.id / run.key
+    return PreparedRun(
+        subset, n_train, batch_size, max_epochs, stats[subset]["mean"], stats[subset]["std"], work_dir, notes
+    )
+
+
+def runner_config(run: PlannedRun, resolved: PreparedRun, options: RunOptions, experiment_name: str):
+    """The mmengine config of a run (imports the OpenMMLab corner)."""
+    from benchmark import openmmlab
+    from benchmark.openmmlab.config import RunSettings
+
+    settings = RunSettings(
+        backbone=run.backbone,
+        prepared=run.prepared,
+        classes=tuple(run.manifest["classes"]),
+        mean=resolved.mean,
+        std=resolved.std,
+        train_subset=resolved.subset,
+        seed=run.seed,
+        lr=run.lr,
+        work_dir=resolved.work_dir,
+        experiment_name=experiment_name,
+        max_epochs=resolved.max_epochs,
+        batch_size=resolved.batch_size,
+        num_workers=options.num_workers,
+        amp=options.amp,
+        verbose=options.verbose,
+        progress=options.progress,
+    )
+    return openmmlab.build_config(run.task, settings)
+
+
+def execute(run: PlannedRun, out_dir, options: RunOptions) -> dict:
+    """Train, validate and test one run; write and return its record (failed runs too)."""
+    task = run.task
+    r = resolve(run, out_dir, options)
+    record = {
+        "schema_version": SCHEMA_VERSION,
+        "key": run.key,
+        "status": "running",
+        "task": task.id,
+        "task_spec": task.to_dict(),
+        "backbone": run.backbone.to_dict(),
+        "seed": run.seed,
+        "lr": run.lr,
+        "lr_source": run.lr_source,
+        "dataset": {
+            "name": task.dataset,
+            "prepared": str(run.prepared),
+            "size": task.size,
+            "train_subset": r.subset,
+            "n_train": r.n_train,
+            "subsets": run.manifest.get("subsets"),
+        },
+        "split_hash": run.manifest["split_hash"],
+        "normalization": {"mean": r.mean, "std": r.std, "source": f"prepared {r.subset} statistics"},
+        "overrides": _overrides(options),
+        "batch_size": r.batch_size,
+        "max_epochs": r.max_epochs,
+        "device": options.device,
+        "amp": options.amp,
+        "notes": r.notes,
+        "primary_metric": PRIMARY[task.metric],
+        "versions": versions(),
+        "started_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    }
+    started = time.time()
+    try:
+        if r.n_train == 0:
+            raise RuntimeError(f"the prepared {r.subset} subset of {task.dataset} has no images")
+        from benchmark import openmmlab  # the only import of the OpenMMLab corner
+        from benchmark.openmmlab.config import MONITORS
+
+        cfg = runner_config(run, r, options, experiment_name=f"{task.id}-{run.key}-{int(started * 1000)}")
+        outcome = openmmlab.train_and_test(cfg, MONITORS[task.kind])
+        primary = PRIMARY[task.metric]
+        record.update(
+            status="ok",
+            metrics={"val": outcome.val, "test": outcome.test},
+            test_score=outcome.test.get(primary),
+            val_score=outcome.val.get(primary),
+            best_epoch=outcome.best_epoch,
+            epochs_run=outcome.epochs_run,
+            iterations=outcome.iterations,
+            val_history=outcome.history,
+            log_file=outcome.log_file,
+        )
+    except Exception as e:  # a failed run is recorded with its reason; the sweep goes on
+        record.update(
+            status="failed", reason=f"{type(e).__name__}: {e}", traceback=traceback.format_exc(limit=20)
+        )
+    record["wall_time_s"] = round(time.time() - started, 2)
+    record["finished_at"] = time.strftime("%Y-%m-%dT%H:%M:%S")
+    write_record(run.path, record)
+    if not options.keep_checkpoints:
+        for ckpt in r.work_dir.glob("*.pth"):
+            ckpt.unlink()
+        last = r.work_dir / "last_checkpoint"
+        if last.exists():
+            last.unlink()
+    return record
+
+
+def existing_ok(run: PlannedRun) -> dict | None:
+    """The record of a run already finished successfully, if any (so a sweep resumes)."""
+    if run.path.exists():
+        try:
+            rec = read_record(run.path)
+        except (json.JSONDecodeError, OSError):
+            return None
+        if rec.get("status") == "ok":
+            return rec
+    return None
+
+
+def check_dataset_prepared(data_root, task: TaskSpec) -> None:
+    """Clear error when a task's dataset has not been prepared under ``data_root``."""
+    prepared = prepared_dir(data_root, task.dataset, task.size)
+    if not (prepared / "manifest.json").exists():
+        raise FileNotFoundError(
+            f"task {task.id} needs the prepared '{task.dataset}' dataset at {prepared}: run "
+            f"`cxrbench prepare {task.dataset} --raw <download folder> --out {data_root}`"
+            + (
+                ""
+                if task.dataset in _known_datasets()
+                else f" (reading '{task.dataset}' lands with the datasets issue)"
+            )
+        )
+
+
+def _known_datasets() -> set[str]:
+    from tasks.datasets import DATASETS
+
+    return set(DATASETS)
+
+
+def evaluate(
+    backbone_spec: str,
+    tasks: list[TaskSpec],
+    data_root,
+    out_dir,
+    seeds: list[int],
+    lr: float | None = None,
+    options: RunOptions = RunOptions(),
+    echo=print,
+) -> list[dict]:
+    """Run every (task, seed) for one backbone; skip runs already recorded; return all records."""
+    backbone = parse_spec(backbone_spec)
+    for task in tasks:
+        check_dataset_prepared(data_root, task)
+        get_dataset(task.dataset)
+    plan = [plan_run(t, backbone, data_root, out_dir, s, lr, options) for t in tasks for s in seeds]
+    records = []
+    for i, run in enumerate(plan, start=1):
+        done = existing_ok(run)
+        if done is not None:
+            echo(
+                f"[{i}/{len(plan)}] {run.task.id} seed={run.seed}: already recorded ({run.path.name}), skipped"
+            )
+            records.append(done)
+            continue
+        echo(f"[{i}/{len(plan)}] {run.task.id} seed={run.seed} lr={run.lr:g} backbone={backbone.name}")
+        rec = execute(run, out_dir, options)
+        if rec["status"] == "ok":
+            echo(
+                f"    test {rec['primary_metric']}={rec['test_score']:.4f}  ({rec['wall_time_s']:.0f} s) -> {run.path}"
+            )
+        else:
+            echo(f"    FAILED: {rec['reason']} -> {run.path}")
+        records.append(rec)
+    return records
+
+
+def default_num_workers(device: str) -> int:
+    return 0 if device == "cpu" else min(8, os.cpu_count() or 1)

@@ -1,0 +1,288 @@
+"""Raw dataset -> prepared dataset in standard layouts that stock OpenMMLab classes read.
+
+Prepared layout (``OUT/<dataset>/`` at 224 px, ``OUT/<dataset>-<size>px/`` otherwise)::
+
+    images/<image_id>.png            uint8 grey-scale, padded to a centred square, resized
+    masks/<image_id>.png             class index per pixel (0 = background)
+    masks/<class>/<image_id>.png     multi-label datasets: one binary mask per class
+    annotations/<subset>.json        COCO detection files, boxes in prepared pixels
+    annotations/<subset>.txt         image ids of the subset (mmseg ann_file)
+    splits.csv                       image_id, patient_id, split, fraction
+    stats.json                       mean / std (on [0, 1]) of each training subset
+    manifest.json                    counts found vs the official release, failures, split hash, versions
+
+Subsets are ``train`` (all training images), ``train_<f>pct`` for each smaller label fraction, ``val``,
+``test``. Preparation is resumable (finished images are skipped), runs in parallel worker processes,
+never writes into the raw folder, and goes on past broken inputs, listing every failure at the end.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from tasks.datasets import get_dataset
+from tasks.errors import DatasetError, Failure, SampleError
+from tasks.image import Geometry, equalize, prepare_image, prepare_mask
+from tasks.io import save_png_atomic, write_json_atomic, write_text_atomic
+from tasks.splits import patient_split, split_csv_text, split_hash, subset
+
+STATE_FILE = ".prepare_state.jsonl"
+DEFAULT_SIZE = 224
+
+
+def prepared_dir(data_root: str | os.PathLike, dataset: str, size: int = DEFAULT_SIZE) -> Path:
+    """Where ``prepare`` writes a dataset under a data root."""
+    root = Path(data_root)
+    return root / dataset if size == DEFAULT_SIZE else root / f"{dataset}-{size}px"
+
+
+def subset_names(fractions) -> list[str]:
+    return ["train"] + [f"train_{f}pct" for f in sorted(fractions) if f < 100] + ["val", "test"]
+
+
+@dataclass
+class PrepareReport:
+    out_dir: Path
+    prepared: int
+    resumed: int
+    failures: list[Failure] = field(default_factory=list)
+    manifest: dict = field(default_factory=dict)
+
+
+def _process_one(dataset_name: str, raw_root: str, sample: dict, out_dir: str, size: int) -> dict:
+    """Decode, equalise per protocol, pad, resize and write one image and its mask (worker process)."""
+    ds = get_dataset(dataset_name)(raw_root)
+    try:
+        pixels = ds.load_pixels(sample)
+        height, width = pixels.shape
+        mask = ds.load_mask(sample, height, width)
+        if mask is not None and mask.shape[-2:] != (height, width):
+            raise SampleError(
+                sample.get("mask_file") or sample["file"],
+                "mask",
+                f"mask is {mask.shape[-1]}x{mask.shape[-2]} but the image is {width}x{height}",
+                sample["image_id"],
+            )
+        if ds.equalize:
+            pixels = equalize(pixels)
+        image = prepare_image(pixels, size)
+        out = Path(out_dir)
+        image_id = sample["image_id"]
+        if mask is not None:
+            small = prepare_mask(mask, size)
+            if small.ndim == 3:
+                for name, m in zip(ds.classes, small):
+                    save_png_atomic(out / "masks" / name / f"{image_id}.png", m)
+            else:
+                save_png_atomic(out / "masks" / f"{image_id}.png", small)
+        save_png_atomic(out / "images" / f"{image_id}.png", image)  # last: its presence marks completion
+        return {"image_id": image_id, "height": int(height), "width": int(width)}
+    except SampleError as e:
+        return {"image_id": sample["image_id"], "failure": e.failure.to_dict()}
+    except Exception as e:  # anything else still names the file and keeps the run going
+        return {
+            "image_id": sample["image_id"],
+            "failure": Failure(
+                sample["file"], "image", f"{type(e).__name__}: {e}", sample["image_id"]
+            ).to_dict(),
+        }
+
+
+def _load_state(out: Path) -> dict[str, dict]:
+    state: dict[str, dict] = {}
+    path = out / STATE_FILE
+    if path.exists():
+        for line in path.read_text().splitlines():
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # a line cut by an interruption: that image is simply redone
+            if (out / "images" / f"{rec['image_id']}.png").exists():
+                state[rec["image_id"]] = rec
+    return state
+
+
+def _coco(ids: list[str], info: dict[str, dict], samples_by_id: dict[str, dict], classes, size: int) -> dict:
+    images, annotations = [], []
+    for n, image_id in enumerate(ids, start=1):
+        images.append(
+            {"id": n, "file_name": f"{image_id}.png", "width": size, "height": size, "image_id": image_id}
+        )
+        s = samples_by_id[image_id]
+        if not len(s["boxes"]):
+            continue
+        g = Geometry(info[image_id]["height"], info[image_id]["width"], size)
+        for box, label in zip(g.boxes(np.asarray(s["boxes"])), s["labels"]):
+            x, y, w, h = (round(float(v), 3) for v in box)
+            if w <= 0 or h <= 0:
+                continue
+            annotations.append(
+                {
+                    "id": len(annotations) + 1,
+                    "image_id": n,
+                    "category_id": int(label) + 1,
+                    "bbox": [x, y, w, h],
+                    "area": round(w * h, 3),
+                    "iscrowd": 0,
+                }
+            )
+    categories = [{"id": i + 1, "name": c} for i, c in enumerate(classes)]
+    return {"images": images, "annotations": annotations, "categories": categories}
+
+
+def _stats(out: Path, ids: list[str]) -> dict:
+    total = total_sq = 0.0
+    count = 0
+    for image_id in ids:
+        a = np.asarray(Image.open(out / "images" / f"{image_id}.png"), dtype=np.float64) / 255.0
+        total += a.sum()
+        total_sq += np.square(a).sum()
+        count += a.size
+    if count == 0:
+        return {"mean": None, "std": None, "n_images": 0}
+    mean = total / count
+    return {"mean": mean, "std": float(np.sqrt(max(total_sq / count - mean**2, 0.0))), "n_images": len(ids)}
+
+
+def _versions() -> dict:
+    import pydicom
+    import skimage
+
+    import tasks
+
+    return {
+        "cxrbench": tasks.__version__,
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "pydicom": pydicom.__version__,
+        "scikit-image": skimage.__version__,
+        "pillow": Image.__version__,
+    }
+
+
+def prepare(
+    dataset: str,
+    raw: str | os.PathLike,
+    out_root: str | os.PathLike,
+    size: int = DEFAULT_SIZE,
+    workers: int = 1,
+    progress: bool = True,
+) -> PrepareReport:
+    """Prepare one dataset (see module docstring). Failures are returned in the report, not raised.
+
+    Raises:
+        DatasetLayoutError: the raw folder is not the official layout (nothing can be prepared).
+    """
+    ds = get_dataset(dataset)(raw)
+    out = prepared_dir(out_root, dataset, size).resolve()
+    if out == ds.root or ds.root in out.parents:
+        raise DatasetError(
+            f"refusing to write into the raw dataset folder {ds.root}: choose --out outside it"
+        )
+    started = time.time()
+    parsed = ds.parse()
+    samples = parsed.samples
+    failures = list(parsed.failures)
+    out.mkdir(parents=True, exist_ok=True)
+
+    table = patient_split(samples, fractions=ds.fractions)
+    write_text_atomic(out / "splits.csv", split_csv_text(table))
+
+    state = _load_state(out)
+    records = samples.to_dict("records")
+    todo = [r for r in records if r["image_id"] not in state]
+    resumed = len(records) - len(todo)
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(records), initial=resumed, desc=f"prepare {dataset}", unit="img")
+    prepared_now = 0
+    with open(out / STATE_FILE, "a") as state_file:
+
+        def collect(result: dict) -> None:
+            nonlocal prepared_now
+            if "failure" in result:
+                failures.append(Failure(**result["failure"]))
+            else:
+                prepared_now += 1
+                state[result["image_id"]] = result
+                state_file.write(json.dumps(result) + "\n")
+                state_file.flush()
+            if bar is not None:
+                bar.update(1)
+
+        if workers <= 1:
+            for r in todo:
+                collect(_process_one(dataset, str(ds.root), r, str(out), size))
+        else:
+            with ProcessPoolExecutor(max_workers=workers) as pool:
+                futures = [pool.submit(_process_one, dataset, str(ds.root), r, str(out), size) for r in todo]
+                for fut in as_completed(futures):
+                    collect(fut.result())
+    if bar is not None:
+        bar.close()
+
+    samples_by_id = {r["image_id"]: r for r in records}
+    ok = set(state)
+    subsets: dict[str, list[str]] = {}
+    for name in subset_names(ds.fractions):
+        split, fraction = ("train", int(name[6:-3])) if name.startswith("train_") else (name, 100)
+        subsets[name] = [i for i in subset(table, split, fraction) if i in ok]
+    (out / "annotations").mkdir(exist_ok=True)
+    for name, ids in subsets.items():
+        write_text_atomic(out / "annotations" / f"{name}.txt", "".join(f"{i}\n" for i in ids))
+        write_json_atomic(
+            out / "annotations" / f"{name}.json",
+            _coco(ids, state, samples_by_id, ds.classes, size),
+            indent=None,
+        )
+    stats = {name: _stats(out, ids) for name, ids in subsets.items() if name.startswith("train")}
+    write_json_atomic(out / "stats.json", stats)
+
+    counts = dict(parsed.counts)
+    counts["prepared_images"] = len(ok)
+    manifest = {
+        "dataset": dataset,
+        "title": ds.title,
+        "size": size,
+        "classes": list(ds.classes),
+        "multi_label": ds.multi_label,
+        "equalized": ds.equalize,
+        "fractions": list(ds.fractions),
+        "raw_root": str(ds.root),
+        "counts": counts,
+        "expected_counts": dict(ds.expected),
+        "differs_from_release": {
+            k: {"found": counts.get(k), "expected": v} for k, v in ds.expected.items() if counts.get(k) != v
+        },
+        "subsets": {name: len(ids) for name, ids in subsets.items()},
+        "split_scheme": "patient 60/20/20 (hashed ids)",
+        "split_hash": split_hash(table),
+        "failures": [f.to_dict() for f in failures],
+        "versions": _versions(),
+        "prepared_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "seconds": round(time.time() - started, 1),
+    }
+    write_json_atomic(out / "manifest.json", manifest)
+    return PrepareReport(
+        out_dir=out, prepared=prepared_now, resumed=resumed, failures=failures, manifest=manifest
+    )
+
+
+def load_manifest(prepared: str | os.PathLike) -> dict:
+    path = Path(prepared) / "manifest.json"
+    if not path.exists():
+        raise DatasetError(
+            f"{prepared} is not a prepared dataset (no manifest.json): run `cxrbench prepare` first"
+        )
+    return json.loads(path.read_text())

@@ -1,0 +1,326 @@
+"""The 18 localized downstream tasks of the LoVT protocol, as data.
+
+One frozen :class:`TaskSpec` per task in one plain dict, in the order of the published tables (the
+leaderboard uses this order). Every field comes from the task table of ``shared/spec/tasks.md``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+# Protocol constants shared by all tasks (tasks.md, "Shared protocol").
+WEIGHT_DECAY = 1e-6
+WARMUP_LR = 1e-3
+PLATEAU_PATIENCE = 3
+PLATEAU_FACTOR = 0.5
+
+# YOLOv3 anchors in pixels at 224 px, per level from the coarsest (stride 32) to the finest (stride 8).
+YOLO_ANCHORS = (
+    ((64.64, 48.6), (84.24, 106.92), (201.42, 176.04)),
+    ((16.2, 32.94), (33.48, 24.3), (31.86, 64.26)),
+    ((5.4, 7.02), (8.64, 16.2), (17.82, 12.42)),
+)
+YOLO_CONF_THR = 0.2
+YOLO_NMS_IOU = 0.4
+
+HEADS = ("yolov3", "unet", "linear")
+METRICS = {
+    "mAP": "mean AP over IoU 0.40:0.05:0.75",
+    "froc": "mean sensitivity at 0.125..8 false positives per image (hit = box centre inside the object)",
+    "dice": "micro Dice (pixels pooled over the split), threshold 0.5",
+    "mean_class_dice": "mean over classes of the per-class micro Dice",
+}
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """One downstream task: what is trained, on which data, how, and how it is scored.
+
+    Attributes:
+        id: unique task id (``rsna_yolov3_frozen_10``).
+        number: position in the published tables (1..18).
+        dataset: prepared dataset name (``rsna``, ``siim``, ``object_cxr``, ``covid_rural``, ``nih``).
+        head: ``yolov3``, ``unet`` or ``linear``.
+        frozen: encoder weights and BatchNorm statistics fixed for the whole run.
+        warmup_steps: finetune only: iterations with a frozen encoder at ``warmup_lr`` first.
+        label_fraction: percent of the training split used (1, 10 or 100).
+        metric: primary test metric (a key of ``METRICS``).
+        batch_size: training batch size.
+        lr: default learning rate (used with ``--no-lr-search``).
+        lr_grid: learning rates tried by the learning-rate search (empty: ``lr`` is fixed).
+        max_epochs: epoch budget.
+        patience: early-stopping patience in epochs (on the validation metric).
+    """
+
+    id: str
+    number: int
+    dataset: str
+    head: str
+    frozen: bool
+    label_fraction: int
+    metric: str
+    batch_size: int
+    lr: float
+    lr_grid: tuple[float, ...]
+    max_epochs: int
+    patience: int
+    warmup_steps: int = 0
+    warmup_lr: float = WARMUP_LR
+    weight_decay: float = WEIGHT_DECAY
+    plateau_patience: int = PLATEAU_PATIENCE
+    plateau_factor: float = PLATEAU_FACTOR
+    size: int = 224
+    description: str = field(default="", compare=False)
+
+    def __post_init__(self) -> None:
+        if self.head not in HEADS:
+            raise ValueError(f"task {self.id}: head must be one of {HEADS}, got {self.head!r}")
+        if self.metric not in METRICS:
+            raise ValueError(f"task {self.id}: metric must be one of {tuple(METRICS)}, got {self.metric!r}")
+        if self.frozen and self.warmup_steps:
+            raise ValueError(f"task {self.id}: a frozen task has no warm-up")
+
+    @property
+    def kind(self) -> str:
+        """``detection`` (boxes, COCO files) or ``segmentation`` (masks)."""
+        return "detection" if self.head == "yolov3" else "segmentation"
+
+    @property
+    def mode(self) -> str:
+        return "frozen" if self.frozen else "finetune"
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["lr_grid"] = list(self.lr_grid)
+        d["kind"] = self.kind
+        return d
+
+
+def _t(number, id, dataset, head, frozen, fraction, metric, batch, lr, grid, epochs, patience, warmup=0):
+    return TaskSpec(
+        id=id,
+        number=number,
+        dataset=dataset,
+        head=head,
+        frozen=frozen,
+        label_fraction=fraction,
+        metric=metric,
+        batch_size=batch,
+        lr=lr,
+        lr_grid=tuple(grid),
+        max_epochs=epochs,
+        patience=patience,
+        warmup_steps=warmup,
+    )
+
+
+TASKS: dict[str, TaskSpec] = {
+    t.id: t
+    for t in [
+        _t(
+            1,
+            "rsna_yolov3_finetune_1",
+            "rsna",
+            "yolov3",
+            False,
+            1,
+            "mAP",
+            8,
+            1e-4,
+            (3e-4, 1e-4),
+            500,
+            20,
+            100,
+        ),
+        _t(
+            2,
+            "rsna_yolov3_finetune_10",
+            "rsna",
+            "yolov3",
+            False,
+            10,
+            "mAP",
+            64,
+            3e-4,
+            (3e-4, 1e-3),
+            100,
+            10,
+            100,
+        ),
+        _t(
+            3,
+            "rsna_yolov3_finetune_100",
+            "rsna",
+            "yolov3",
+            False,
+            100,
+            "mAP",
+            64,
+            1e-4,
+            (3e-4, 1e-4),
+            50,
+            10,
+            100,
+        ),
+        _t(4, "rsna_yolov3_frozen_1", "rsna", "yolov3", True, 1, "mAP", 8, 1e-3, (1e-3, 3e-4), 500, 20),
+        _t(5, "rsna_yolov3_frozen_10", "rsna", "yolov3", True, 10, "mAP", 64, 1e-3, (), 100, 10),
+        _t(6, "rsna_yolov3_frozen_100", "rsna", "yolov3", True, 100, "mAP", 64, 1e-3, (3e-4, 1e-3), 50, 10),
+        _t(7, "rsna_linear_1", "rsna", "linear", True, 1, "dice", 8, 1e-2, (3e-2, 1e-2, 3e-3, 1e-4), 500, 20),
+        _t(
+            8,
+            "rsna_linear_10",
+            "rsna",
+            "linear",
+            True,
+            10,
+            "dice",
+            64,
+            3e-2,
+            (3e-2, 1e-2, 3e-3, 1e-3),
+            100,
+            10,
+        ),
+        _t(
+            9,
+            "rsna_linear_100",
+            "rsna",
+            "linear",
+            True,
+            100,
+            "dice",
+            64,
+            1e-2,
+            (3e-2, 1e-2, 3e-3, 1e-3),
+            50,
+            10,
+        ),
+        _t(
+            10,
+            "covid_unet_finetune",
+            "covid_rural",
+            "unet",
+            False,
+            100,
+            "dice",
+            8,
+            1e-4,
+            (1e-4, 3e-4),
+            100,
+            20,
+            20,
+        ),
+        _t(
+            11,
+            "covid_unet_frozen",
+            "covid_rural",
+            "unet",
+            True,
+            100,
+            "dice",
+            8,
+            3e-4,
+            (1e-4, 3e-4, 1e-3),
+            100,
+            20,
+        ),
+        _t(
+            12,
+            "covid_linear",
+            "covid_rural",
+            "linear",
+            True,
+            100,
+            "dice",
+            8,
+            3e-2,
+            (3e-2, 1e-2, 3e-3, 1e-3),
+            100,
+            20,
+        ),
+        _t(13, "siim_unet_finetune", "siim", "unet", False, 100, "dice", 64, 3e-5, (3e-5, 1e-5), 50, 10, 100),
+        _t(14, "siim_unet_frozen", "siim", "unet", True, 100, "dice", 64, 3e-5, (3e-5, 1e-5), 50, 10),
+        _t(
+            15,
+            "object_cxr_yolov3_finetune",
+            "object_cxr",
+            "yolov3",
+            False,
+            100,
+            "froc",
+            64,
+            3e-4,
+            (1e-3, 3e-4),
+            100,
+            10,
+            100,
+        ),
+        _t(
+            16,
+            "object_cxr_yolov3_frozen",
+            "object_cxr",
+            "yolov3",
+            True,
+            100,
+            "froc",
+            64,
+            1e-3,
+            (1e-3, 3e-3),
+            100,
+            10,
+        ),
+        _t(
+            17,
+            "object_cxr_linear",
+            "object_cxr",
+            "linear",
+            True,
+            100,
+            "dice",
+            64,
+            1e-2,
+            (3e-1, 1e-1, 3e-2, 1e-2),
+            100,
+            10,
+        ),
+        _t(
+            18,
+            "nih_linear",
+            "nih",
+            "linear",
+            True,
+            100,
+            "mean_class_dice",
+            64,
+            1e-2,
+            (1e-1, 3e-2, 1e-2),
+            100,
+            10,
+        ),
+    ]
+}
+
+
+def get_task(task_id: str) -> TaskSpec:
+    """The task of an id, with an error that lists the known ids."""
+    try:
+        return TASKS[task_id]
+    except KeyError:
+        raise KeyError(f"unknown task '{task_id}'. Known tasks: {', '.join(TASKS)}") from None
+
+
+def select_tasks(selector: str) -> list[TaskSpec]:
+    """Tasks from a comma-separated list of ids, ``all``, or dataset names (``rsna`` = its 9 tasks)."""
+    out: list[TaskSpec] = []
+    for part in [p.strip() for p in selector.split(",") if p.strip()]:
+        if part == "all":
+            chosen = list(TASKS.values())
+        elif part in TASKS:
+            chosen = [TASKS[part]]
+        elif any(t.dataset == part for t in TASKS.values()):
+            chosen = [t for t in TASKS.values() if t.dataset == part]
+        else:
+            raise KeyError(f"unknown task or dataset '{part}'. Known tasks: {', '.join(TASKS)}")
+        out += [t for t in chosen if t not in out]
+    if not out:
+        raise KeyError("no tasks selected")
+    return out

@@ -1,0 +1,127 @@
+"""Fake RSNA -> prepare -> evaluate through the CLI -> records; and a run that shows learning."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from benchmark.cli import main
+
+pytestmark = pytest.mark.slow
+
+
+def load_records(out: Path) -> list[dict]:
+    return [json.loads(p.read_text()) for p in sorted((out / "runs").glob("*/*/*.json"))]
+
+
+def test_cli_prepare_then_evaluate_both_tasks(fake_rsna, tmp_path, capsys):
+    data = tmp_path / "data"
+    assert (
+        main(["prepare", "rsna", "--raw", str(fake_rsna), "--out", str(data), "--workers", "2", "--quiet"])
+        == 0
+    )
+    out = tmp_path / "out"
+    argv = [
+        "evaluate",
+        "--backbone",
+        "resnet18.random",
+        "--tasks",
+        "rsna_yolov3_frozen_10,rsna_linear_10",
+        "--data",
+        str(data),
+        "--out",
+        str(out),
+        "--seeds",
+        "1",
+        "--max-epochs",
+        "2",
+        "--batch-size",
+        "2",
+        "--device",
+        "cpu",
+        "--quiet",
+    ]
+    assert main(argv) == 0
+    records = load_records(out)
+    assert sorted(r["task"] for r in records) == ["rsna_linear_10", "rsna_yolov3_frozen_10"]
+    manifest = json.loads((data / "rsna" / "manifest.json").read_text())
+    for r in records:
+        assert r["status"] == "ok", r.get("traceback")
+        assert r["backbone"]["spec"] == "resnet18.random" and r["backbone"]["arch"] == "resnet18"
+        assert "sha256" in r["backbone"]
+        assert r["seed"] == 0 and r["lr"] == r["task_spec"]["lr"] and r["lr_source"] == "default"
+        assert r["split_hash"] == manifest["split_hash"]
+        assert r["epochs_run"] == 2 and r["iterations"] == 2 and r["wall_time_s"] > 0
+        assert r["overrides"] == {"max_epochs": 2, "batch_size": 2}
+        assert {"torch", "mmdet", "mmseg", "mmengine", "mmcv", "nms_provider"} <= set(r["versions"])
+        assert Path(r["log_file"]).exists()
+        metrics = r["metrics"]["test"]
+        keys = (
+            ("mAP", "mAP_50", "mAP_75") if r["task"].startswith("rsna_yolov3") else ("dice", "dice_per_image")
+        )
+        for k in keys:
+            assert math.isfinite(metrics[k]) and 0 <= metrics[k] <= 1
+        assert math.isfinite(r["metrics"]["val"]["loss"])
+        assert r["test_score"] == metrics[r["primary_metric"]]
+    assert not list((out / "work").rglob("*.pth"))  # checkpoints are removed once the record is written
+    assert "2 run(s) ok, 0 failed" in capsys.readouterr().out
+
+    # a second call finds both records and runs nothing
+    before = {p: p.stat().st_mtime for p in (out / "runs").glob("*/*/*.json")}
+    assert main(argv) == 0
+    assert {p: p.stat().st_mtime for p in (out / "runs").glob("*/*/*.json")} == before
+    assert "already recorded" in capsys.readouterr().out
+
+
+def test_linear_head_learns(data_root, tmp_path):
+    """Frozen random ResNet-18 + linear head on fake RSNA: training must beat the untrained head."""
+    common = [
+        "--backbone",
+        "resnet18.random",
+        "--tasks",
+        "rsna_linear_100",
+        "--data",
+        str(data_root),
+        "--seeds",
+        "1",
+        "--batch-size",
+        "8",
+        "--device",
+        "cpu",
+        "--quiet",
+    ]
+    assert main(["evaluate", *common, "--out", str(tmp_path / "untrained"), "--max-epochs", "0"]) == 0
+    assert main(["evaluate", *common, "--out", str(tmp_path / "trained"), "--max-epochs", "15"]) == 0
+    (untrained,) = load_records(tmp_path / "untrained")
+    (trained,) = load_records(tmp_path / "trained")
+    assert untrained["epochs_run"] == 0 and trained["epochs_run"] >= 5
+    assert trained["test_score"] > untrained["test_score"] + 0.2, (
+        untrained["test_score"],
+        trained["test_score"],
+    )
+    assert trained["test_score"] > 0.4
+
+
+def test_unprepared_dataset_is_a_clear_error(tmp_path, capsys):
+    rc = main(
+        [
+            "evaluate",
+            "--backbone",
+            "resnet18.random",
+            "--tasks",
+            "siim_unet_frozen",
+            "--data",
+            str(tmp_path),
+            "--out",
+            str(tmp_path / "o"),
+            "--seeds",
+            "1",
+            "--device",
+            "cpu",
+        ]
+    )
+    assert rc == 2
+    assert "cxrbench prepare siim" in capsys.readouterr().err
