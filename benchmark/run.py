@@ -15,6 +15,7 @@ from tasks.datasets import get_dataset
 from tasks.prepare import load_manifest, prepared_dir
 from tasks.registry import TaskSpec
 
+# record key of the primary test metric of each task metric
 PRIMARY = {"mAP": "mAP", "dice": "dice", "froc": "froc", "mean_class_dice": "dice"}
 
 
@@ -138,6 +139,7 @@ def runner_config(run: PlannedRun, resolved: PreparedRun, options: RunOptions, e
         mean=resolved.mean,
         std=resolved.std,
         train_subset=resolved.subset,
+        multi_label=bool(run.manifest.get("multi_label")),
         seed=run.seed,
         lr=run.lr,
         work_dir=resolved.work_dir,
@@ -194,7 +196,7 @@ def execute(run: PlannedRun, out_dir, options: RunOptions) -> dict:
         from benchmark.openmmlab.config import MONITORS
 
         cfg = runner_config(run, r, options, experiment_name=f"{task.id}-{run.key}-{int(started * 1000)}")
-        outcome = openmmlab.train_and_test(cfg, MONITORS[task.kind])
+        outcome = openmmlab.train_and_test(cfg, MONITORS[task.metric])
         primary = PRIMARY[task.metric]
         record.update(
             status="ok",

@@ -15,13 +15,24 @@ NMS_PROVIDER = _install_mmcv_ops()
 
 import mmdet  # noqa: E402
 import mmseg  # noqa: E402
-from mmengine.registry import HOOKS, LOOPS, METRICS, MODELS  # noqa: E402
+from mmengine.registry import HOOKS, LOOPS, METRICS, MODELS, TRANSFORMS  # noqa: E402
 
 from benchmark.backbones import CXRBackbone  # noqa: E402
-from benchmark.openmmlab import checkpoint, hooks, loops, losses, metrics  # noqa: E402
+from benchmark.openmmlab import checkpoint, heads, hooks, loops, losses, metrics  # noqa: E402
 
 for _registry, _classes in (
-    (MODELS, [CXRBackbone, losses.DiceLoss]),
+    (
+        MODELS,
+        [
+            CXRBackbone,
+            losses.DiceLoss,
+            heads.UNetHead,
+            heads.MultiLabelFCNHead,
+            heads.MultiLabelUNetHead,
+            heads.MultiLabelEncoderDecoder,
+        ],
+    ),
+    (TRANSFORMS, [heads.LoadMultiLabelMasks]),
     (
         HOOKS,
         [
@@ -33,7 +44,7 @@ for _registry, _classes in (
         ],
     ),
     (LOOPS, [loops.ValLossLoop]),
-    (METRICS, [metrics.DetectionMetric, metrics.SegMetric]),
+    (METRICS, [metrics.DetectionMetric, metrics.FROCMetric, metrics.SegMetric]),
 ):
     for _cls in _classes:
         _name = _cls.__name__ if _cls.__name__.startswith("CXR") else f"CXR{_cls.__name__}"

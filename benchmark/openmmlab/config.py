@@ -10,8 +10,8 @@ from mmengine.config import ConfigDict
 from benchmark.backbones import ARCHS, BackboneInfo
 from tasks.registry import YOLO_ANCHORS, YOLO_CONF_THR, YOLO_NMS_IOU, TaskSpec
 
-# (head kind, key of the primary validation metric, rule)
-MONITORS = {"detection": "det/mAP", "segmentation": "seg/dice"}
+# key of the validation metric that picks the best checkpoint and stops early, per task metric
+MONITORS = {"mAP": "det/mAP", "froc": "det/froc", "dice": "seg/dice", "mean_class_dice": "seg/dice"}
 
 
 @dataclass(frozen=True)
@@ -24,6 +24,7 @@ class RunSettings:
     mean: float  # of the training subset, on [0, 1]
     std: float
     train_subset: str
+    multi_label: bool
     seed: int
     lr: float
     work_dir: Path
@@ -48,6 +49,7 @@ def _dataloader(dataset: dict, batch_size: int, num_workers: int, train: bool) -
 
 
 def _detection(task: TaskSpec, s: RunSettings, channels: list[int]) -> dict:
+    """YOLOv3 (mmdet neck + head) on C3..C5."""
     size = task.size
     pipeline = [
         dict(type="LoadImageFromFile", color_type="grayscale"),
@@ -72,7 +74,8 @@ def _detection(task: TaskSpec, s: RunSettings, channels: list[int]) -> dict:
             test_mode=test_mode,
         )
 
-    c3, c4, c5 = channels
+    c3, c4, c5 = channels[3:6]
+    metric = "CXRFROCMetric" if task.metric == "froc" else "CXRDetectionMetric"
     model = dict(
         type="YOLOV3",
         data_preprocessor=dict(
@@ -123,26 +126,29 @@ def _detection(task: TaskSpec, s: RunSettings, channels: list[int]) -> dict:
         train_dataloader=_dataloader(dataset(s.train_subset, False), s.batch_size, s.num_workers, True),
         val_dataloader=_dataloader(dataset("val", True), s.batch_size, s.num_workers, False),
         test_dataloader=_dataloader(dataset("test", True), s.batch_size, s.num_workers, False),
-        val_evaluator=dict(type="CXRDetectionMetric", ann_file=str(s.prepared / "annotations" / "val.json")),
-        test_evaluator=dict(
-            type="CXRDetectionMetric", ann_file=str(s.prepared / "annotations" / "test.json")
-        ),
+        val_evaluator=dict(type=metric, ann_file=str(s.prepared / "annotations" / "val.json")),
+        test_evaluator=dict(type=metric, ann_file=str(s.prepared / "annotations" / "test.json")),
     )
 
 
 def _segmentation(task: TaskSpec, s: RunSettings, channels: list[int]) -> dict:
-    if task.head != "linear":
-        raise NotImplementedError(f"task {task.id}: the '{task.head}' segmentation head is not available yet")
-    if len(s.classes) != 1:
-        raise NotImplementedError(
-            f"task {task.id}: multi-label segmentation ({len(s.classes)} classes) is not available yet"
-        )
+    """Linear (1x1 conv on C5) or U-Net (C0..C5) head with sigmoid outputs and Dice loss.
+
+    Single-label datasets have class-index masks and one output (foreground probability); multi-label
+    datasets (NIH) have one binary mask and one sigmoid output per class.
+    """
+    multi = s.multi_label
+    classes = tuple(s.classes) if multi else ("background",) + tuple(s.classes)
+    load_masks = (
+        dict(type="CXRLoadMultiLabelMasks", classes=classes)
+        if multi
+        else dict(type="LoadAnnotations", reduce_zero_label=False)
+    )
     pipeline = [
         dict(type="LoadImageFromFile", color_type="grayscale"),
-        dict(type="LoadAnnotations", reduce_zero_label=False),
+        load_masks,
         dict(type="PackSegInputs", meta_keys=("img_path", "seg_map_path", "ori_shape", "img_shape")),
     ]
-    classes = ("background",) + tuple(s.classes)
 
     def dataset(subset: str, test_mode: bool) -> dict:
         return dict(
@@ -152,14 +158,44 @@ def _segmentation(task: TaskSpec, s: RunSettings, channels: list[int]) -> dict:
             data_prefix=dict(img_path="images", seg_map_path="masks"),
             img_suffix=".png",
             seg_map_suffix=".png",
-            metainfo=dict(classes=classes, palette=[[0, 0, 0]] + [[255, 255, 255]] * len(s.classes)),
+            metainfo=dict(classes=classes, palette=[[i, i, i] for i in range(len(classes))]),
             reduce_zero_label=False,
             pipeline=pipeline,
             test_mode=test_mode,
         )
 
+    out_channels = len(classes) if multi else 1  # sigmoid outputs; thresholded at 0.5
+    head_common = dict(
+        num_classes=len(classes),
+        out_channels=out_channels,
+        threshold=0.5,
+        dropout_ratio=0.0,
+        norm_cfg=None,
+        align_corners=False,
+        loss_decode=dict(type="CXRDiceLoss", loss_weight=1.0),
+    )
+    if task.head == "linear":
+        # a 1x1 convolution on C5, logits upsampled bilinearly; no dropout, no norm
+        out_indices = (5,)
+        head = dict(
+            type="CXRMultiLabelFCNHead" if multi else "FCNHead",
+            in_channels=channels[5],
+            channels=channels[5],
+            num_convs=0,
+            concat_input=False,
+            **head_common,
+        )
+    elif task.head == "unet":
+        out_indices = (0, 1, 2, 3, 4, 5)
+        head = dict(
+            type="CXRMultiLabelUNetHead" if multi else "CXRUNetHead",
+            in_channels=list(channels),
+            **head_common,
+        )
+    else:
+        raise ValueError(f"task {task.id}: head '{task.head}' is not a segmentation head")
     model = dict(
-        type="EncoderDecoder",
+        type="CXRMultiLabelEncoderDecoder" if multi else "EncoderDecoder",
         data_preprocessor=dict(
             type="SegDataPreProcessor",
             mean=[s.mean * 255.0],
@@ -172,25 +208,11 @@ def _segmentation(task: TaskSpec, s: RunSettings, channels: list[int]) -> dict:
         backbone=dict(
             type="CXRBackbone",
             spec=s.backbone.spec,
-            out_indices=(5,),
+            out_indices=out_indices,
             frozen=task.frozen,
             warmup_frozen_iters=task.warmup_steps,
         ),
-        # linear head: a 1x1 convolution on C5, logits upsampled bilinearly; no dropout, no norm
-        decode_head=dict(
-            type="FCNHead",
-            in_channels=channels[-1],
-            channels=channels[-1],
-            num_convs=0,
-            concat_input=False,
-            dropout_ratio=0.0,
-            num_classes=len(classes),
-            out_channels=1,  # one sigmoid output: foreground probability, thresholded at 0.5
-            threshold=0.5,
-            norm_cfg=None,
-            align_corners=False,
-            loss_decode=dict(type="CXRDiceLoss", loss_weight=1.0),
-        ),
+        decode_head=head,
         train_cfg=dict(),
         test_cfg=dict(mode="whole"),
     )
@@ -200,17 +222,16 @@ def _segmentation(task: TaskSpec, s: RunSettings, channels: list[int]) -> dict:
         train_dataloader=_dataloader(dataset(s.train_subset, False), s.batch_size, s.num_workers, True),
         val_dataloader=_dataloader(dataset("val", True), s.batch_size, s.num_workers, False),
         test_dataloader=_dataloader(dataset("test", True), s.batch_size, s.num_workers, False),
-        val_evaluator=dict(type="CXRSegMetric"),
-        test_evaluator=dict(type="CXRSegMetric"),
+        val_evaluator=dict(type="CXRSegMetric", multi_label=multi),
+        test_evaluator=dict(type="CXRSegMetric", multi_label=multi),
     )
 
 
 def build_config(task: TaskSpec, s: RunSettings) -> ConfigDict:
     """The full mmengine Runner config of one run."""
-    arch = ARCHS[s.backbone.arch]
-    channels = [arch.channels[i] for i in (3, 4, 5)]
+    channels = list(ARCHS[s.backbone.arch].channels)  # C0..C5 as the backbone declares them
     parts = _detection(task, s, channels) if task.kind == "detection" else _segmentation(task, s, channels)
-    monitor = MONITORS[task.kind]
+    monitor = MONITORS[task.metric]
     custom_hooks = [
         dict(type="CXRPlainCheckpointHook"),
         dict(type="CXRLossGuardHook"),

@@ -61,26 +61,100 @@ class DetectionMetric(CocoMetric):
         return {"mAP": stats[0], "mAP_50": stats[1], "mAP_75": stats[2], "n_detections": len(dets)}
 
 
-class SegMetric(IoUMetric):
-    """Dice as the protocol defines it, from mmseg's per-image intersection/union counts.
+class FROCMetric(DetectionMetric):
+    """FROC of the Object-CXR challenge, plus the COCO mAP values of :class:`DetectionMetric`.
 
-    Keys (prefix ``seg``): ``dice`` = micro Dice (pixels pooled over the split) averaged over the
-    foreground classes (for one class: its micro Dice); ``dice_per_image`` = mean over images of the
-    per-image foreground Dice (an image with no foreground in prediction and label counts 1, the SIIM
-    challenge convention); ``iou``; and ``dice.<class>`` per foreground class.
+    A prediction's point is its box centre. ``froc`` tests "inside the object" on the true shape
+    (the annotation's ``segmentation`` mask: rectangle, inscribed ellipse or polygon, rasterised by
+    ``prepare``); ``froc_box`` on the shape's bounding box (what the published numbers used). Also
+    ``froc@<rate>`` / ``froc_box@<rate>`` for each false-positive rate.
+    """
+
+    def compute_metrics(self, results: list) -> dict[str, float]:
+        from pycocotools import mask as mask_utils
+
+        from benchmark.froc import FROC_FPS, froc
+
+        out = super().compute_metrics(results)
+        objects: dict[int, list[tuple[int, list[float], np.ndarray | None]]] = {}
+        for img_id in self.img_ids:
+            anns = self._coco_api.loadAnns(self._coco_api.getAnnIds(imgIds=[img_id], catIds=self.cat_ids))
+            objects[img_id] = [
+                (
+                    a["id"],
+                    a["bbox"],
+                    mask_utils.decode(a["segmentation"]) if isinstance(a.get("segmentation"), dict) else None,
+                )
+                for a in anns
+            ]
+        scores, hits_shape, hits_box = [], [], []
+        for _, pred in results:
+            for (x1, y1, x2, y2), score in zip(pred["bboxes"], pred["scores"]):
+                cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
+                in_box, in_shape = [], []
+                for ann_id, (bx, by, bw, bh), mask in objects.get(int(pred["img_id"]), []):
+                    if bx <= cx <= bx + bw and by <= cy <= by + bh:
+                        in_box.append(ann_id)
+                        if mask is None:
+                            in_shape.append(ann_id)
+                        else:
+                            r = min(max(int(cy), 0), mask.shape[0] - 1)
+                            c = min(max(int(cx), 0), mask.shape[1] - 1)
+                            if mask[r, c]:
+                                in_shape.append(ann_id)
+                scores.append(float(score))
+                hits_shape.append(in_shape)
+                hits_box.append(in_box)
+        n_images = len(self.img_ids)
+        n_objects = sum(len(v) for v in objects.values())
+        for key, hits in (("froc", hits_shape), ("froc_box", hits_box)):
+            sens, value = froc(scores, hits, n_images, n_objects)
+            out[key] = value
+            for rate, s in zip(FROC_FPS, sens):
+                out[f"{key}@{rate:g}"] = s
+        return out
+
+
+class SegMetric(IoUMetric):
+    """Dice as the protocol defines it, from per-image intersection / prediction / label pixel counts.
+
+    Single-label (class-index masks, ``classes[0]`` = background): mmseg's ``IoUMetric`` counts per image.
+    Multi-label (``multi_label=True``, NIH: one binary mask per class, ``classes`` = the findings): the
+    prediction and the label are (C, H, W) binary masks, counted per class.
+
+    Keys (prefix ``seg``): ``dice`` = the mean over foreground classes of the per-class micro Dice (pixels
+    pooled over the split; for one class simply its micro Dice; for NIH the protocol's mean of the 8
+    per-class Dice); ``dice.<class>`` per class; ``iou`` likewise; ``dice_per_image`` = mean over images of
+    the per-image Dice of all foreground pixels (an image without foreground in prediction and label counts
+    1, the SIIM challenge convention).
     """
 
     default_prefix = "seg"
 
-    def __init__(self, **kwargs) -> None:
+    def __init__(self, multi_label: bool = False, **kwargs) -> None:
         super().__init__(iou_metrics=["mDice"], **kwargs)
+        self.multi_label = multi_label
+
+    def process(self, data_batch, data_samples) -> None:
+        if not self.multi_label:
+            return super().process(data_batch, data_samples)
+        for sample in data_samples:
+            pred = sample["pred_sem_seg"]["data"].bool()
+            label = sample["gt_sem_seg"]["data"].to(pred.device)
+            valid = label != self.ignore_index
+            gt = (label == 1) & valid
+            pred = pred & valid
+            inter = (pred & gt).sum(dim=(1, 2)).cpu()
+            area_pred = pred.sum(dim=(1, 2)).cpu()
+            area_label = gt.sum(dim=(1, 2)).cpu()
+            self.results.append((inter, area_pred + area_label - inter, area_pred, area_label))
 
     def compute_metrics(self, results: list) -> dict[str, float]:
         inter, union, pred, label = (
             np.stack([r[i].numpy() for r in results]).astype(np.float64) for i in range(4)
         )
         classes = self.dataset_meta["classes"]
-        fg = range(1, len(classes))
+        fg = list(range(len(classes))) if self.multi_label else list(range(1, len(classes)))
         out: dict[str, float] = {}
         dices, ious = [], []
         for c in fg:
@@ -90,11 +164,16 @@ class SegMetric(IoUMetric):
             dices.append(d)
             ious.append(inter[:, c].sum() / u if u > 0 else math.nan)
             out[f"dice.{classes[c]}"] = d
-        out["dice"] = float(np.nanmean(dices)) if not all(math.isnan(d) for d in dices) else math.nan
-        out["iou"] = float(np.nanmean(ious)) if not all(math.isnan(i) for i in ious) else math.nan
-        p = pred[:, list(fg)].sum(axis=1)
-        gt = label[:, list(fg)].sum(axis=1)
-        i = inter[:, list(fg)].sum(axis=1)
+            if self.multi_label:
+                out[f"iou.{classes[c]}"] = ious[-1]
+        out["dice"] = _nanmean(dices)
+        out["iou"] = _nanmean(ious)
+        p, gt, i = pred[:, fg].sum(axis=1), label[:, fg].sum(axis=1), inter[:, fg].sum(axis=1)
         per_image = np.where(p + gt > 0, 2 * i / np.maximum(p + gt, 1e-12), 1.0)
         out["dice_per_image"] = float(per_image.mean())
         return out
+
+
+def _nanmean(values: list[float]) -> float:
+    finite = [v for v in values if not math.isnan(v)]
+    return float(np.mean(finite)) if finite else math.nan

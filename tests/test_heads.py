@@ -1,0 +1,134 @@
+"""Heads beyond mmseg's: the U-Net decoder and the multi-label (NIH) pieces."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from mmengine.config import ConfigDict
+
+from benchmark.backbones import ARCHS
+from benchmark.openmmlab import heads  # noqa: F401  (registers the components)
+
+
+def build_segmentor(arch: str, head: str, n_classes: int, multi: bool):
+    from mmseg.registry import MODELS
+
+    channels = list(ARCHS[arch].channels)
+    classes = n_classes if multi else n_classes + 1
+    common = dict(
+        num_classes=classes,
+        out_channels=n_classes if multi else 1,
+        threshold=0.5,
+        dropout_ratio=0.0,
+        norm_cfg=None,
+        align_corners=False,
+        loss_decode=dict(type="CXRDiceLoss"),
+    )
+    if head == "unet":
+        decode = dict(
+            type="CXRMultiLabelUNetHead" if multi else "CXRUNetHead", in_channels=channels, **common
+        )
+        out_indices = (0, 1, 2, 3, 4, 5)
+    else:
+        decode = dict(
+            type="CXRMultiLabelFCNHead" if multi else "FCNHead",
+            in_channels=channels[5],
+            channels=channels[5],
+            num_convs=0,
+            concat_input=False,
+            **common,
+        )
+        out_indices = (5,)
+    cfg = ConfigDict(
+        type="CXRMultiLabelEncoderDecoder" if multi else "EncoderDecoder",
+        data_preprocessor=dict(
+            type="SegDataPreProcessor",
+            mean=[128.0],
+            std=[50.0],
+            bgr_to_rgb=False,
+            pad_val=0,
+            seg_pad_val=255,
+            size=(64, 64),
+        ),
+        backbone=dict(type="CXRBackbone", spec=f"{arch}.random", out_indices=out_indices),
+        decode_head=decode,
+        train_cfg=dict(),
+        test_cfg=dict(mode="whole"),
+    )
+    from mmengine.registry import DefaultScope
+
+    with DefaultScope.overwrite_default_scope("mmseg"):
+        return MODELS.build(cfg)
+
+
+def batch(n: int, n_classes: int, multi: bool):
+    from mmengine.structures import PixelData
+    from mmseg.structures import SegDataSample
+
+    inputs, samples = [], []
+    for _ in range(n):
+        inputs.append(torch.randint(0, 255, (1, 64, 64), dtype=torch.uint8))
+        label = (
+            (torch.rand(n_classes, 64, 64) > 0.8).long() if multi else (torch.rand(1, 64, 64) > 0.8).long()
+        )
+        s = SegDataSample(metainfo=dict(img_shape=(64, 64), ori_shape=(64, 64), pad_shape=(64, 64)))
+        s.gt_sem_seg = PixelData(data=label)
+        samples.append(s)
+    return {"inputs": inputs, "data_samples": samples}
+
+
+@pytest.mark.parametrize("arch", ["resnet18", "resnet50"])
+def test_unet_decoder_shapes_and_gradients(arch):
+    model = build_segmentor(arch, "unet", 1, multi=False)
+    head = model.decode_head
+    c = ARCHS[arch].channels
+    assert [b.up.in_channels for b in head.up_blocks] == [c[5], 1024, 512, 256, 128]
+    assert [b.conv1[0].in_channels for b in head.up_blocks] == [
+        1024 + c[4],
+        512 + c[3],
+        256 + c[2],
+        128 + c[1],
+        64 + 3,
+    ]
+    if arch == "resnet50":  # exactly UNetWithResnet50Encoder
+        assert [b.conv1[0].in_channels for b in head.up_blocks] == [2048, 1024, 512, 192, 67]
+    data = model.data_preprocessor(batch(2, 1, False), True)
+    logits = model.decode_head.forward(model.extract_feat(data["inputs"]))
+    assert logits.shape == (2, 1, 64, 64)  # full input resolution
+    losses = model.loss(data["inputs"], data["data_samples"])
+    losses["decode.loss_dice"].backward()
+    assert (
+        head.up_blocks[0].up.weight.grad is not None and model.backbone.encoder.conv1.weight.grad is not None
+    )
+
+
+@pytest.mark.parametrize("head", ["linear", "unet"])
+def test_multilabel_loss_and_prediction(head):
+    model = build_segmentor("resnet18", head, 8, multi=True)
+    data = model.data_preprocessor(batch(2, 8, True), True)
+    losses = model.loss(data["inputs"], data["data_samples"])
+    assert set(losses) == {"decode.loss_dice"} and torch.isfinite(losses["decode.loss_dice"])
+    model.eval()
+    with torch.no_grad():
+        out = model.predict(data["inputs"], data["data_samples"])
+    assert out[0].pred_sem_seg.data.shape == (8, 64, 64)
+    assert set(out[0].pred_sem_seg.data.unique().tolist()) <= {0.0, 1.0}
+
+
+def test_multilabel_metric_per_class_averaging():
+    from benchmark.openmmlab.metrics import SegMetric
+
+    metric = SegMetric(multi_label=True)
+    metric.dataset_meta = {"classes": ("a", "b", "c")}
+    pred = torch.zeros(3, 2, 2)
+    gt = torch.zeros(3, 2, 2, dtype=torch.long)
+    pred[0, 0, 0] = 1  # class a: I=1 P=1 L=2 -> 2/3
+    gt[0, 0, :] = 1
+    pred[1] = 1  # class b: I=1 P=4 L=1 -> 2/5
+    gt[1, 1, 1] = 1
+    # class c: nothing predicted, nothing present -> undefined, left out of the mean
+    metric.process({}, [{"pred_sem_seg": {"data": pred}, "gt_sem_seg": {"data": gt}}])
+    out = metric.compute_metrics(metric.results)
+    assert out["dice.a"] == pytest.approx(2 / 3) and out["dice.b"] == pytest.approx(2 / 5)
+    assert out["dice"] == pytest.approx((2 / 3 + 2 / 5) / 2)
+    assert out["dice_per_image"] == pytest.approx(2 * 2 / (5 + 3))
