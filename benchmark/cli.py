@@ -104,23 +104,39 @@ def _cmd_evaluate(args) -> int:
     seeds = list(range(args.first_seed, args.first_seed + args.seeds))
     try:
         records = evaluate(
-            args.backbone, tasks, args.data, args.out, seeds=seeds, lr=args.lr, options=options
+            args.backbone,
+            tasks,
+            args.data,
+            args.out,
+            seeds=seeds,
+            lr=args.lr,
+            options=options,
+            lr_search=not args.no_lr_search,
+            search_seed=args.search_seed,
         )
-    except (BackboneError, FileNotFoundError) as e:
+    except (BackboneError, FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    print_summary(records, Path(args.out))
+    return 1 if any(r["status"] != "ok" for r in records) else 0
+
+
+def print_summary(records: list[dict], out: Path) -> None:
+    """Console table: per task, mean / population std / 95 % CI of the final runs, in %."""
+    from benchmark.run import summarize
+
     failed = [r for r in records if r["status"] != "ok"]
-    print(
-        f"\n{len(records) - len(failed)} run(s) ok, {len(failed)} failed; records under {Path(args.out) / 'runs'}"
-    )
-    print(f"{'task':<28} {'seed':>4} {'lr':>8} {'metric':<7} {'val':>8} {'test':>8}  status")
-    for r in records:
-        val = f"{r['val_score']:.4f}" if r.get("val_score") is not None else "-"
-        test = f"{r['test_score']:.4f}" if r.get("test_score") is not None else "-"
+    print(f"\n{len(records) - len(failed)} run(s) ok, {len(failed)} failed; records under {out / 'runs'}")
+    print(f"{'task':<28} {'metric':<7} {'lr':>8} {'n':>3} {'mean %':>8} {'std %':>7}  95% CI")
+    for row in summarize(records):
+        lo, hi = row["ci95"]
+        ci = f"[{lo:.2f}, {hi:.2f}]" if row["n"] > 1 else "-"
+        fail = f"  ({row['failed']} failed)" if row["failed"] else ""
         print(
-            f"{r['task']:<28} {r['seed']:>4} {r['lr']:>8g} {r['primary_metric']:<7} {val:>8} {test:>8}  {r['status']}"
+            f"{row['task']:<28} {row['metric']:<7} {row['lr']:>8g} {row['n']:>3} {row['mean']:>8.2f} {row['std']:>7.2f}  {ci}{fail}"
         )
-    return 1 if failed else 0
+    for r in failed:
+        print(f"FAILED {r['task']} seed={r['seed']} lr={r['lr']:g}: {r.get('reason')}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -172,8 +188,12 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--seeds", type=int, default=5, help="number of seeds per task (default 5, the protocol)")
     e.add_argument("--first-seed", type=int, default=0, help="seeds are FIRST..FIRST+N-1 (default 0)")
     e.add_argument(
-        "--lr", type=float, default=None, help="learning rate for every task (default: each task's default)"
+        "--lr", type=float, default=None, help="one learning rate for every task (skips the lr search)"
     )
+    e.add_argument(
+        "--no-lr-search", action="store_true", help="use each task's default lr instead of searching its grid"
+    )
+    e.add_argument("--search-seed", type=int, default=1000, help="seed of the lr-search runs (default 1000)")
     e.add_argument(
         "--max-epochs", type=int, default=None, help="override the epoch budget (0 = test the untrained head)"
     )

@@ -9,6 +9,8 @@ import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from benchmark.backbones import BackboneInfo, parse_spec
 from benchmark.records import SCHEMA_VERSION, read_record, record_path, run_key, versions, write_record
 from tasks.datasets import get_dataset
@@ -48,6 +50,8 @@ class PlannedRun:
     path: Path
     prepared: Path
     manifest: dict = field(repr=False, default_factory=dict)
+    phase: str = "final"  # "lr_search" (one run per grid value) or "final" (the seeds at the chosen lr)
+    sweep: dict = field(default_factory=dict)  # how the sweep chose this run (seeds, lr search results)
 
 
 def _train_subset(task: TaskSpec) -> str:
@@ -70,7 +74,11 @@ def plan_run(
     seed: int,
     lr: float | None,
     options: RunOptions,
+    lr_source: str | None = None,
+    phase: str = "final",
+    sweep: dict | None = None,
 ) -> PlannedRun:
+    """Resolve one run and its key (no training)."""
     prepared = prepared_dir(data_root, task.dataset, task.size)
     manifest = load_manifest(prepared)
     chosen_lr = task.lr if lr is None else float(lr)
@@ -88,11 +96,13 @@ def plan_run(
         backbone,
         seed,
         chosen_lr,
-        "default" if lr is None else "given",
+        lr_source or ("default" if lr is None else "given"),
         key,
         record_path(out_dir, backbone.name, task.id, key),
         prepared,
         manifest,
+        phase,
+        dict(sweep or {}),
     )
 
 
@@ -168,6 +178,8 @@ def execute(run: PlannedRun, out_dir, options: RunOptions) -> dict:
         "seed": run.seed,
         "lr": run.lr,
         "lr_source": run.lr_source,
+        "phase": run.phase,
+        "sweep": run.sweep,
         "dataset": {
             "name": task.dataset,
             "prepared": str(run.prepared),
@@ -258,6 +270,56 @@ def _known_datasets() -> set[str]:
     return set(DATASETS)
 
 
+class SweepProgress:
+    """Overall progress of a sweep on the console: runs done / left, the current task, an ETA."""
+
+    def __init__(self, total: int, echo) -> None:
+        self.total = total
+        self.done = 0
+        self.trained_seconds: list[float] = []
+        self.echo = echo
+
+    def start(self, run: PlannedRun) -> None:
+        left = self.total - self.done
+        eta = ""
+        if self.trained_seconds:
+            seconds = sum(self.trained_seconds) / len(self.trained_seconds) * left
+            eta = f", ETA {seconds / 60:.0f} min" if seconds >= 90 else f", ETA {seconds:.0f} s"
+        phase = "lr search" if run.phase == "lr_search" else "final"
+        self.echo(
+            f"[{self.done + 1}/{self.total}{eta}] {run.task.id} ({phase}) seed={run.seed} lr={run.lr:g} "
+            f"backbone={run.backbone.name}"
+        )
+
+    def finish(self, run: PlannedRun, record: dict, skipped: bool) -> None:
+        self.done += 1
+        if skipped:
+            self.echo(f"    already recorded ({run.path.name}), skipped")
+            return
+        self.trained_seconds.append(record.get("wall_time_s") or 0.0)
+        if record["status"] == "ok":
+            val = record.get("val_score")
+            val_text = f"val {val:.4f}, " if val is not None else ""
+            self.echo(
+                f"    {val_text}test {record['primary_metric']}={record['test_score']:.4f} "
+                f"({record['wall_time_s']:.0f} s) -> {run.path}"
+            )
+        else:
+            self.echo(f"    FAILED: {record['reason']} -> {run.path}")
+
+
+def choose_lr(search: list[dict]) -> float | None:
+    """The grid value whose run scored best on validation (first in grid order on ties)."""
+    scored = [
+        r
+        for r in search
+        if r.get("status") == "ok" and r.get("val_score") is not None and r["val_score"] == r["val_score"]
+    ]
+    if not scored:
+        return None
+    return max(scored, key=lambda r: r["val_score"])["lr"]
+
+
 def evaluate(
     backbone_spec: str,
     tasks: list[TaskSpec],
@@ -267,32 +329,108 @@ def evaluate(
     lr: float | None = None,
     options: RunOptions = RunOptions(),
     echo=print,
+    lr_search: bool = True,
+    search_seed: int = 1000,
 ) -> list[dict]:
-    """Run every (task, seed) for one backbone; skip runs already recorded; return all records."""
+    """The protocol for one backbone: per task, a learning-rate search, then the seeds at the chosen lr.
+
+    The search trains one run per value of the task's grid (seed ``search_seed``, distinct from the final
+    seeds) and keeps the value with the best validation metric; the final runs use ``seeds``. With ``lr``
+    given, ``lr_search=False`` or a task without a grid (its lr is fixed) the search is skipped. Runs
+    already recorded are skipped, so an interrupted sweep resumes where it stopped; a failed run is
+    recorded and the sweep goes on.
+
+    Returns:
+        The records of all runs (search and final), in execution order.
+    """
+    if len(set(seeds)) != len(seeds):
+        raise ValueError(f"seeds must be distinct, got {seeds}")
     backbone = parse_spec(backbone_spec)
     for task in tasks:
         check_dataset_prepared(data_root, task)
         get_dataset(task.dataset)
-    plan = [plan_run(t, backbone, data_root, out_dir, s, lr, options) for t in tasks for s in seeds]
-    records = []
-    for i, run in enumerate(plan, start=1):
+    searching = {t.id: lr is None and lr_search and bool(t.lr_grid) for t in tasks}
+    total = sum(len(t.lr_grid) * searching[t.id] + len(seeds) for t in tasks)
+    progress = SweepProgress(total, echo)
+    records: list[dict] = []
+
+    def run_or_skip(run: PlannedRun) -> dict:
+        progress.start(run)
         done = existing_ok(run)
-        if done is not None:
-            echo(
-                f"[{i}/{len(plan)}] {run.task.id} seed={run.seed}: already recorded ({run.path.name}), skipped"
+        record = done if done is not None else execute(run, out_dir, options)
+        progress.finish(run, record, skipped=done is not None)
+        records.append(record)
+        return record
+
+    for task in tasks:
+        sweep = {"seeds": list(seeds), "lr_search": searching[task.id]}
+        chosen, source = lr, None
+        if searching[task.id]:
+            sweep |= {"search_seed": search_seed, "grid": list(task.lr_grid)}
+            search = [
+                run_or_skip(
+                    plan_run(
+                        task,
+                        backbone,
+                        data_root,
+                        out_dir,
+                        search_seed,
+                        g,
+                        options,
+                        "grid",
+                        "lr_search",
+                        sweep,
+                    )
+                )
+                for g in task.lr_grid
+            ]
+            sweep["search_val_scores"] = {f"{r['lr']:g}": r.get("val_score") for r in search}
+            chosen = choose_lr(search)
+            if chosen is None:
+                chosen, source = task.lr, "default (every lr-search run failed)"
+                echo(
+                    f"    {task.id}: every learning-rate search run failed; final runs use the default lr {task.lr:g}"
+                )
+            else:
+                source = "search"
+                echo(f"    {task.id}: learning rate {chosen:g} chosen on validation")
+        for seed in seeds:
+            run_or_skip(
+                plan_run(task, backbone, data_root, out_dir, seed, chosen, options, source, "final", sweep)
             )
-            records.append(done)
-            continue
-        echo(f"[{i}/{len(plan)}] {run.task.id} seed={run.seed} lr={run.lr:g} backbone={backbone.name}")
-        rec = execute(run, out_dir, options)
-        if rec["status"] == "ok":
-            echo(
-                f"    test {rec['primary_metric']}={rec['test_score']:.4f}  ({rec['wall_time_s']:.0f} s) -> {run.path}"
-            )
-        else:
-            echo(f"    FAILED: {rec['reason']} -> {run.path}")
-        records.append(rec)
     return records
+
+
+def summarize(records: list[dict]) -> list[dict]:
+    """Per task, over the final runs that succeeded: n, mean, population std, 95 % t-interval (in %)."""
+    from scipy import stats
+
+    rows = []
+    by_task: dict[str, list[dict]] = {}
+    for r in records:
+        if r.get("phase", "final") == "final":
+            by_task.setdefault(r["task"], []).append(r)
+    for task_id, recs in by_task.items():
+        values = np.array(
+            [100 * r["test_score"] for r in recs if r["status"] == "ok" and r.get("test_score") is not None]
+        )
+        n = len(values)
+        mean = float(values.mean()) if n else float("nan")
+        std = float(values.std(ddof=0)) if n else float("nan")
+        half = float(stats.t.ppf(0.975, n - 1) * values.std(ddof=1) / np.sqrt(n)) if n > 1 else float("nan")
+        rows.append(
+            {
+                "task": task_id,
+                "metric": recs[0]["primary_metric"],
+                "n": n,
+                "failed": len(recs) - n,
+                "lr": recs[0]["lr"],
+                "mean": mean,
+                "std": std,
+                "ci95": (mean - half, mean + half),
+            }
+        )
+    return rows
 
 
 def default_num_workers(device: str) -> int:

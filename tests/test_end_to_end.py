@@ -43,6 +43,7 @@ def test_cli_prepare_then_evaluate_both_tasks(fake_rsna, tmp_path, capsys):
         "--device",
         "cpu",
         "--quiet",
+        "--no-lr-search",
     ]
     assert main(argv) == 0
     records = load_records(out)
@@ -92,6 +93,7 @@ def test_linear_head_learns(data_root, tmp_path):
         "--device",
         "cpu",
         "--quiet",
+        "--no-lr-search",
     ]
     assert main(["evaluate", *common, "--out", str(tmp_path / "untrained"), "--max-epochs", "0"]) == 0
     assert main(["evaluate", *common, "--out", str(tmp_path / "trained"), "--max-epochs", "15"]) == 0
