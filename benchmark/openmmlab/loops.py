@@ -10,8 +10,10 @@ from mmengine.runner.amp import autocast
 class ValLossLoop(ValLoop):
     """mmengine's ``ValLoop`` plus the validation loss, reported as metric ``loss``.
 
-    Each batch is preprocessed once, then scored by the loss and by the predictions; ``loss`` is the
-    per-image weighted mean of the model's total training loss over the validation set.
+    Each batch is preprocessed and passed through the backbone once; the head then computes both the loss
+    and the predictions from the same features (mmdet single-stage detectors and mmseg encoder-decoders;
+    other models run twice). ``loss`` is the per-image weighted mean of the model's total training loss
+    over the validation set.
     """
 
     def run(self) -> dict:
@@ -33,9 +35,24 @@ class ValLossLoop(ValLoop):
         model = self.runner.model
         with autocast(enabled=self.fp16):
             data = model.data_preprocessor(data_batch, False)
-            total, _ = model.parse_losses(model(**data, mode="loss"))
-            outputs = model(**data, mode="predict")
+            losses, outputs = _loss_and_predict(model, data["inputs"], data["data_samples"])
+            total, _ = model.parse_losses(losses)
         self._loss_sum += float(total) * len(outputs)
         self._loss_n += len(outputs)
         self.evaluator.process(data_samples=outputs, data_batch=data_batch)
         self.runner.call_hook("after_val_iter", batch_idx=idx, data_batch=data_batch, outputs=outputs)
+
+
+def _loss_and_predict(model, inputs, data_samples):
+    if hasattr(model, "decode_head") and not getattr(model, "with_auxiliary_head", False):  # mmseg
+        feats = model.extract_feat(inputs)
+        losses = model.decode_head.loss(feats, data_samples, model.train_cfg)
+        metas = [s.metainfo for s in data_samples]
+        logits = model.decode_head.predict(feats, metas, model.test_cfg)
+        return {f"decode.{k}": v for k, v in losses.items()}, model.postprocess_result(logits, data_samples)
+    if hasattr(model, "bbox_head") and hasattr(model, "add_pred_to_datasample"):  # mmdet single stage
+        feats = model.extract_feat(inputs)
+        losses = model.bbox_head.loss(feats, data_samples)
+        results = model.bbox_head.predict(feats, data_samples, rescale=True)
+        return losses, model.add_pred_to_datasample(data_samples, results)
+    return model(inputs, data_samples, mode="loss"), model(inputs, data_samples, mode="predict")
