@@ -78,6 +78,7 @@ class Cell:
     source: str
     status: str = "missing"
     seeds: list[int] = field(default_factory=list)
+    keys: list[str] = field(default_factory=list)  # run keys of the values
     values: list[float] = field(default_factory=list)
     val_values: list[float] = field(default_factory=list)
     secondary: dict[str, list[float]] = field(default_factory=dict)
@@ -234,7 +235,7 @@ def load_records(runs_dirs: Iterable[str | os.PathLike]) -> tuple[list[dict], li
                 continue
             rec.setdefault("backbone", {})
             rec["_path"] = str(path)
-            key = str(rec.get("key") or path.stem)
+            key = _key(rec)
             # The backbone folder name is the record's backbone name (benchmark.records.record_path).
             rec["_backbone"] = str(rec["backbone"].get("name") or path.parent.parent.name)
             records.setdefault(key, rec)
@@ -280,6 +281,10 @@ def published_name(method: str, pretraining_data: str) -> str:
 
 
 # ------------------------------------------------------------------------------------------- building
+
+
+def _key(rec: dict) -> str:
+    return str(rec.get("key") or Path(rec.get("_path", "")).stem)
 
 
 def _phase(rec: dict) -> str:
@@ -391,6 +396,7 @@ def _run_cell(name: str, task: str, finals: list[dict], searches: list[dict], se
     )
     for r in oks:
         cell.seeds.append(int(r.get("seed") or 0))
+        cell.keys.append(_key(r))
         cell.values.append(_pct(r["test_score"]))
         cell.val_values.append(_pct(r.get("val_score")))
         test = r.get("metrics", {}).get("test", {})
@@ -545,7 +551,7 @@ def _run_table(records: list[dict], lb: Leaderboard) -> list[dict]:
                 "val": _pct(r.get("val_score")),
                 "metric": str(r.get("primary_metric") or ""),
                 "split_hash": str(r.get("split_hash") or ""),
-                "key": str(r.get("key") or Path(r.get("_path", "")).stem),
+                "key": _key(r),
                 "wall_time_s": r.get("wall_time_s") if _is_number(r.get("wall_time_s")) else math.nan,
                 "reason": "" if _ok(r) else _failure_reason(r),
             }
@@ -633,6 +639,11 @@ def _summary(lb: Leaderboard) -> tuple[list[str], list[str]]:
         for label, ts in (("incomplete seeds", incomplete), ("failed", failed), ("missing", missing)):
             if ts:
                 lines.append(f"{row.name}: {label} on {len(ts)} task(s): {', '.join(ts)}")
+    for task in lb.tasks:
+        # Rows evaluated on different splits are not comparable: say so instead of ranking silently.
+        hashes = sorted({r.cells[task].split_hash for r in lb.rows if r.cells[task].has_value} - {""})
+        if len(hashes) > 1:
+            lines.append(f"warning: {task}: runs on {len(hashes)} different splits ({', '.join(hashes)})")
     comparisons = []
     if lb.baseline is not None:
         for row in lb.rows:
@@ -828,22 +839,12 @@ RUNS_COLUMNS = [
 
 
 def runs_table(lb: Leaderboard) -> list[dict[str, str]]:
-    used: set[tuple[str, str, int]] = set()
-    for row in lb.rows:
-        if row.source == "run":
-            for t in lb.tasks:
-                used.update((row.name, t, s) for s in row.cells[t].seeds)
+    used = {
+        (row.name, k) for row in lb.rows if row.source == "run" for t in lb.tasks for k in row.cells[t].keys
+    }
     out = []
     for r in lb.runs:
-        c = next((row.cells.get(r["task"]) for row in lb.rows if row.name == r["backbone"]), None)
-        is_used = (
-            r["phase"] == "final"
-            and r["status"] == "ok"
-            and c is not None
-            and c.lr == r["lr"]
-            and c.split_hash == r["split_hash"]
-            and (r["backbone"], r["task"], r["seed"]) in used
-        )
+        is_used = (r["backbone"], r["key"]) in used
         out.append(
             {
                 "backbone": r["backbone"],
@@ -1267,6 +1268,8 @@ def write_leaderboard(
     """
     if isinstance(runs_dirs, (str, os.PathLike)):
         runs_dirs = [runs_dirs]
+    if seeds < 1:
+        raise LeaderboardError(f"seeds (the expected runs per task) must be >= 1, got {seeds}")
     records, problems = load_records(runs_dirs)
     ref_rows = None
     if reference:

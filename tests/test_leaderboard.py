@@ -271,6 +271,15 @@ def test_several_settings_and_duplicate_seeds(tmp_path):
     cell = lb.row("x.random").cells[T1]
     assert cell.lr == TASKS[T1].lr and cell.values == pytest.approx([20, 21, 22, 23, 24])
     assert any("another setting" in n and "lr=0.5" in n for n in cell.notes)
+    used = {(r["lr"], r["seed"]): r["used"] for r in lbm.runs_table(lb)}
+    assert used[("0.5", "0")] == used[("0.5", "1")] == "no" and used[("0.001", "0")] == "yes"
+
+
+def test_different_splits_are_reported(tmp_path):
+    make_record(tmp_path, "a.random", T1, 0, 0.3, split_hash="split-a")
+    make_record(tmp_path, "b.random", T1, 0, 0.3, split_hash="split-b")
+    lb = lbm.build_leaderboard(lbm.load_records([tmp_path])[0], seeds=1)
+    assert f"warning: {T1}: runs on 2 different splits (split-a, split-b)" in lb.summary
 
 
 def test_failed_then_rerun_seed_uses_the_success(tmp_path):
@@ -358,3 +367,23 @@ def test_csv_is_plain_and_sorted(plain):
     rows = list(csv.reader(io.StringIO(text)))
     assert all(len(r) == len(rows[0]) for r in rows)
     assert "nan" not in text.lower() and "-0.000" not in text
+
+
+@pytest.mark.slow
+def test_leaderboard_of_real_evaluate_records(data_root, tmp_path):
+    """Records written by `cxrbench evaluate` itself (untrained heads, 0 epochs: quick) -> leaderboard."""
+    out = tmp_path / "out"
+    argv = ["evaluate", "--backbone", "resnet18.random", "--tasks", "rsna_linear_10,rsna_yolov3_frozen_10"]
+    argv += ["--data", str(data_root), "--out", str(out), "--seeds", "1", "--max-epochs", "0"]
+    assert main(argv + ["--batch-size", "2", "--device", "cpu", "--quiet"]) == 0
+    records = {(r["task"], r["seed"]): r for r in lbm.load_records([out])[0]}
+    res = lbm.write_leaderboard(out, tmp_path / "lb", seeds=1, reference=True, baseline="published:Random")
+    for task in ("rsna_yolov3_frozen_10", "rsna_linear_10"):
+        row = by_backbone(read_csv(tmp_path / "lb" / "tasks" / f"{task}.csv"))["resnet18.random"]
+        assert row["status"] == "ok" and row["seeds"] == "0" and row["n"] == "1"
+        assert row["values"] == lbm.fmt(records[(task, 0)]["test_score"] * 100) == row["mean"]
+        assert row["std"] == "0.000" and row["std_sample"] == row["ci95_low"] == ""  # undefined for n = 1
+        assert row["split_hash"] == records[(task, 0)]["split_hash"]
+        secondary = ("mAP_50_mean", "mAP_75_mean") if "yolov3" in task else ("dice_per_image_mean",)
+        assert all(row[c] != "" for c in secondary)
+    assert any(s.startswith("resnet18.random beats published:Random on ") for s in res.summary)
