@@ -403,7 +403,7 @@ def evaluate(
 
 def summarize(records: list[dict]) -> list[dict]:
     """Per task, over the final runs that succeeded: n, mean, population std, 95 % t-interval (in %)."""
-    from scipy import stats
+    from benchmark import stats
 
     rows = []
     by_task: dict[str, list[dict]] = {}
@@ -415,9 +415,6 @@ def summarize(records: list[dict]) -> list[dict]:
             [100 * r["test_score"] for r in recs if r["status"] == "ok" and r.get("test_score") is not None]
         )
         n = len(values)
-        mean = float(values.mean()) if n else float("nan")
-        std = float(values.std(ddof=0)) if n else float("nan")
-        half = float(stats.t.ppf(0.975, n - 1) * values.std(ddof=1) / np.sqrt(n)) if n > 1 else float("nan")
         rows.append(
             {
                 "task": task_id,
@@ -425,9 +422,9 @@ def summarize(records: list[dict]) -> list[dict]:
                 "n": n,
                 "failed": len(recs) - n,
                 "lr": recs[0]["lr"],
-                "mean": mean,
-                "std": std,
-                "ci95": (mean - half, mean + half),
+                "mean": stats.mean(values),
+                "std": stats.std_population(values),
+                "ci95": stats.t_interval(values),
             }
         )
     return rows
