@@ -77,8 +77,10 @@ def index_files(root: Path, suffix: str, skip: Path | None = None) -> tuple[dict
     return found, duplicates
 
 
-def read_csv_table(path: Path, expected: list[str], what: str, strip_header: bool = True) -> list[list[str]]:
-    """Rows (after the header) of a CSV whose header must start with ``expected``.
+def read_csv_table(
+    path: Path, expected: list[str], what: str, strip_header: bool = True, exact: bool = False
+) -> list[list[str]]:
+    """Rows (after the header) of a CSV whose header must start with ``expected`` (be it, if ``exact``).
 
     Header cells are compared after stripping spaces when ``strip_header`` (the SIIM file writes
     ``ImageId, EncodedPixels``). Trailing empty header cells are ignored (NIH's ``Bbox [x,y,w,h],,,``).
@@ -96,7 +98,7 @@ def read_csv_table(path: Path, expected: list[str], what: str, strip_header: boo
     header = [c.strip() if strip_header else c for c in rows[0]]
     while header and header[-1] == "" and len(header) > len(expected):
         header.pop()
-    if header[: len(expected)] != expected:
+    if (header if exact else header[: len(expected)]) != expected:
         raise DatasetLayoutError(
             f"{path}: header is {','.join(rows[0])!s}; expected {','.join(expected)} ({what})"
         )
