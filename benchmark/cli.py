@@ -48,7 +48,10 @@ def _cmd_fake(args) -> int:
         kwargs["n_patients"] = args.n
     if args.size is not None:
         if args.dataset not in ("rsna", "siim", "nih"):
-            print(f"error: --size applies to rsna, siim and nih (square images), not {args.dataset}", file=sys.stderr)
+            print(
+                f"error: --size applies to rsna, siim and nih (square images), not {args.dataset}",
+                file=sys.stderr,
+            )
             return 2
         kwargs["size"] = args.size
     if args.zip:
@@ -221,9 +224,13 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--zip", action="store_true", help="object_cxr: train.zip / dev.zip instead of folders")
     f.set_defaults(func=_cmd_fake)
 
-    ds = sub.add_parser("datasets", help="list the datasets; with --raw, check a download without preparing it")
+    ds = sub.add_parser(
+        "datasets", help="list the datasets; with --raw, check a download without preparing it"
+    )
     ds.add_argument("--raw", default=None, help="a raw download folder to check")
-    ds.add_argument("--dataset", choices=DATASET_NAMES, default=None, help="which dataset (default: detected)")
+    ds.add_argument(
+        "--dataset", choices=DATASET_NAMES, default=None, help="which dataset (default: detected)"
+    )
     ds.add_argument("--decode", type=int, default=3, help="decode the first N images and masks (default 3)")
     ds.set_defaults(func=_cmd_datasets)
 

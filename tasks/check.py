@@ -58,7 +58,9 @@ def check_raw(dataset: str, raw: str | os.PathLike, decode: int = 3) -> CheckRep
             if ds.prepared_mask(sample, g) is None:
                 mask = ds.load_mask(sample, *pixels.shape)
                 if mask is not None and mask.shape[-2:] != pixels.shape:
-                    raise SampleError(sample.get("mask_file") or sample["file"], "mask", "size differs from the image")
+                    raise SampleError(
+                        sample.get("mask_file") or sample["file"], "mask", "size differs from the image"
+                    )
             decoded += 1
         except SampleError as e:
             failures.append(e.failure)

@@ -18,6 +18,7 @@ never writes into the raw folder, and goes on past broken inputs, listing every 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import platform
@@ -98,6 +99,20 @@ def _process_one(dataset_name: str, raw_root: str, sample: dict, out_dir: str, s
                 sample["file"], "image", f"{type(e).__name__}: {e}", sample["image_id"]
             ).to_dict(),
         }
+
+
+def _sample_key(sample: dict) -> str:
+    """What an image's prepared files depend on: its label record and the size and modification time of
+    its files, so that a resumed run redoes an image whose labels or files changed."""
+    parts = [json.dumps(sample, sort_keys=True, default=str)]
+    for path in (sample.get("file"), sample.get("mask_file")):
+        if isinstance(path, str):
+            try:
+                st = os.stat(path)
+                parts.append(f"{st.st_size}:{st.st_mtime_ns}")
+            except OSError:
+                parts.append("missing")
+    return hashlib.sha256("\x00".join(parts).encode()).hexdigest()[:16]
 
 
 def _load_state(out: Path) -> dict[str, dict]:
@@ -204,7 +219,8 @@ def prepare(
     state = _load_state(out)
     in_split = set(table["image_id"])
     records = [r for r in samples.to_dict("records") if r["image_id"] in in_split]
-    todo = [r for r in records if r["image_id"] not in state]
+    keys = {r["image_id"]: _sample_key(r) for r in records}
+    todo = [r for r in records if state.get(r["image_id"], {}).get("key") != keys[r["image_id"]]]
     resumed = len(records) - len(todo)
     bar = None
     if progress:
@@ -218,8 +234,10 @@ def prepare(
             nonlocal prepared_now
             if "failure" in result:
                 failures.append(Failure(**result["failure"]))
+                state.pop(result["image_id"], None)  # an earlier success is stale now
             else:
                 prepared_now += 1
+                result["key"] = keys[result["image_id"]]
                 state[result["image_id"]] = result
                 state_file.write(json.dumps(result) + "\n")
                 state_file.flush()

@@ -15,7 +15,10 @@ def test_parse_counts_and_patients(fake_covid_rural):
     assert not result.failures
     jpgs = sorted(p.stem for p in (fake_covid_rural / "jpgs").glob("*.jpg"))
     masks = sorted(p.stem for p in (fake_covid_rural / "pngs_masks").glob("*.png"))
-    assert result.counts["images"] == len(masks) and result.counts["images_without_mask"] == len(jpgs) - len(masks) == 2
+    assert (
+        result.counts["images"] == len(masks)
+        and result.counts["images_without_mask"] == len(jpgs) - len(masks) == 2
+    )
     for s in result.samples.to_dict("records"):
         assert s["patient_id"] == s["image_id"].split("_")[0] and s["patient_id"].startswith("COVID-19-AR-")
     assert result.counts["patients"] == 10 and len(result.samples) > 10  # several dates per patient
@@ -26,7 +29,9 @@ def test_repository_root_is_accepted(fake_covid_rural, tmp_path):
 
     shutil.copytree(fake_covid_rural, tmp_path / "repo" / "covid_rural_annot")
     ds = CovidRural(tmp_path / "repo")
-    assert ds.root.name == "covid_rural_annot" and len(ds.parse().samples) == len(CovidRural(fake_covid_rural).parse().samples)
+    assert ds.root.name == "covid_rural_annot" and len(ds.parse().samples) == len(
+        CovidRural(fake_covid_rural).parse().samples
+    )
 
 
 def test_rgb_is_averaged_and_masks_exact(fake_covid_rural):

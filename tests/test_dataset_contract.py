@@ -32,7 +32,9 @@ def test_registries_agree():
     assert set(DATASETS) == set(FAKES) == set(DATASET_NAMES)
     assert NAMES == ["rsna", "covid_rural", "siim", "object_cxr", "nih"]
     assert DATASETS["rsna"].classes == ("opacity",) and DATASETS["siim"].classes == ("pneumothorax",)
-    assert DATASETS["object_cxr"].classes == ("foreign_object",) and DATASETS["covid_rural"].classes == ("opacity",)
+    assert DATASETS["object_cxr"].classes == ("foreign_object",) and DATASETS["covid_rural"].classes == (
+        "opacity",
+    )
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -95,8 +97,19 @@ def test_prepared_layout_contract(name, prepared_all):
     out = prepared_all / name
     manifest = json.loads((out / "manifest.json").read_text())
     for key in (
-        "dataset", "size", "classes", "multi_label", "fractions", "counts", "expected_counts",
-        "differs_from_release", "subsets", "split_scheme", "split_hash", "failures", "versions",
+        "dataset",
+        "size",
+        "classes",
+        "multi_label",
+        "fractions",
+        "counts",
+        "expected_counts",
+        "differs_from_release",
+        "subsets",
+        "split_scheme",
+        "split_hash",
+        "failures",
+        "versions",
     ):
         assert key in manifest, key
     assert manifest["dataset"] == name and manifest["classes"] == list(cls.classes)

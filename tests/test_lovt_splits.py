@@ -58,11 +58,16 @@ def test_object_cxr_box_order_is_checked(fake_object_cxr, tmp_path):
     assert parse_boxes("1;2;3;4|5;6;7;8", "1|1", "xyhw") == ([[1, 2, 4, 3], [5, 6, 8, 7]], [1, 1])
     assert import_lovt_splits(swapped, ds, samples).failures == []
     # a file that wrote (x, y, w, h) does not match once read the reference way: every box is reported
-    plain = make_fake_lovt_splits("object_cxr", fake_object_cxr, tmp_path / "plain", seed=0, swap_object_cxr=False)
+    plain = make_fake_lovt_splits(
+        "object_cxr", fake_object_cxr, tmp_path / "plain", seed=0, swap_object_cxr=False
+    )
     failures = import_lovt_splits(plain, ds, samples).failures
     square = sum(all(w == h for _, _, w, h in b) for b in samples["boxes"] if b)
     assert len(failures) == sum(bool(b) for b in samples["boxes"]) - square > 0
-    assert all(f.field.endswith(" boxes") and "read as xyhw" in f.reason and f.file.endswith(".csv") for f in failures)
+    assert all(
+        f.field.endswith(" boxes") and "read as xyhw" in f.reason and f.file.endswith(".csv")
+        for f in failures
+    )
 
 
 def test_prepare_with_lovt_splits(fake_rsna, data_root, tmp_path):
@@ -73,14 +78,19 @@ def test_prepare_with_lovt_splits(fake_rsna, data_root, tmp_path):
     assert m["split_scheme"].startswith("published LoVT split files") and "first 10 %" in m["split_scheme"]
     folder = repo / "datasets" / "RSNA-Pneunomia-Detection"
     train = read_ids(folder / "train.csv")
-    assert m["subsets"]["train"] == len(train) and m["subsets"]["val"] == max(1, round(0.1 * len(read_ids(folder / "validation.csv"))))
+    assert m["subsets"]["train"] == len(train) and m["subsets"]["val"] == max(
+        1, round(0.1 * len(read_ids(folder / "validation.csv")))
+    )
     assert (tmp_path / "out" / "rsna" / "annotations" / "train_10pct.txt").read_text().split() == sorted(
         train[: round(0.1 * len(train))]
     )
     default = json.loads((data_root / "rsna" / "manifest.json").read_text())
     assert m["split_hash"] != default["split_hash"]
     left_out = m["split_info"]["validation_rows_left_out"]
-    assert m["counts"]["prepared_images"] == len(read_ids(folder / "train.csv")) + len(read_ids(folder / "test.csv")) + m["subsets"]["val"]
+    assert (
+        m["counts"]["prepared_images"]
+        == len(read_ids(folder / "train.csv")) + len(read_ids(folder / "test.csv")) + m["subsets"]["val"]
+    )
     assert left_out > 0
 
 
@@ -96,7 +106,9 @@ def test_bad_split_files(fake_covid_rural, tmp_path):
     (broken / "test.csv").write_text("ID,boxes,classes\nCOVID-19-AR-1_01-01-2012-XR,,\n")
     with pytest.raises(DatasetLayoutError, match=r"test.csv: header is ID,boxes,classes; expected ID"):
         import_lovt_splits(broken, ds, samples)
-    (broken / "test.csv").write_text((folder / "test.csv").read_text() + "COVID-19-AR-99999999_01-01-2012-XR\n")
+    (broken / "test.csv").write_text(
+        (folder / "test.csv").read_text() + "COVID-19-AR-99999999_01-01-2012-XR\n"
+    )
     imported = import_lovt_splits(broken, ds, samples)
     assert len(imported.failures) == 1
     f = imported.failures[0]

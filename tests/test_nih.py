@@ -26,7 +26,14 @@ def bbox_rows(root) -> dict[str, list]:
 
 def test_classes_in_protocol_order():
     assert NIH.classes == (
-        "Atelectasis", "Cardiomegaly", "Effusion", "Infiltrate", "Mass", "Nodule", "Pneumonia", "Pneumothorax"
+        "Atelectasis",
+        "Cardiomegaly",
+        "Effusion",
+        "Infiltrate",
+        "Mass",
+        "Nodule",
+        "Pneumonia",
+        "Pneumothorax",
     )
     assert NIH.multi_label
 
@@ -73,7 +80,10 @@ def test_no_finding_images_from_test_list(fake_nih, tmp_path):
 
 def test_per_class_masks_hand_computed(fake_nih):
     ds = NIH(fake_nih)
-    s = {"boxes": [[10.0, 20.0, 30.0, 40.0], [25.0, 30.0, 10.0, 10.0], [0.5, 0.5, 3.0, 2.0]], "labels": [2, 5, 2]}
+    s = {
+        "boxes": [[10.0, 20.0, 30.0, 40.0], [25.0, 30.0, 10.0, 10.0], [0.5, 0.5, 3.0, 2.0]],
+        "labels": [2, 5, 2],
+    }
     masks = ds.load_mask(s, 96, 96)
     assert masks.shape == (8, 96, 96) and masks.dtype == np.uint8
     # Effusion: 30 x 40 = 1200 plus 3 x 2 = 6 (centres in [0.5, 3.5) x [0.5, 2.5): columns 0-2, rows 0-1)

@@ -134,7 +134,9 @@ def test_coco_carries_true_shapes(prepared_all, fake_object_cxr):
                 assert np.allclose(ann["bbox"], want, atol=2e-3)  # the shape's box, scaled
                 m = coco.annToMask(ann)
                 assert (m == mask_utils.decode(ann["segmentation"])).all()
-                exact = shape_to_mask(shape["kind"], shape["points"], 224, 224, transform=(g.scale, g.left, g.top))
+                exact = shape_to_mask(
+                    shape["kind"], shape["points"], 224, 224, transform=(g.scale, g.left, g.top)
+                )
                 assert (m == exact).all() and ann["area"] == m.sum()
                 union |= m
                 if shape["kind"] == "rectangle":

@@ -13,7 +13,6 @@ from PIL import Image
 
 from tasks.datasets.siim import SIIM
 from tasks.dicom import read_dicom
-from tasks.prepare import prepare
 from tasks.rle import decode_siim_rle, parse_rle
 
 
@@ -35,7 +34,9 @@ def test_fake_layout_is_official(fake_siim):
         ds = pydicom.dcmread(path, stop_before_pixels=True)
         rel = path.relative_to(fake_siim / "dicom-images-train").parts
         assert rel == (ds.StudyInstanceUID, ds.SeriesInstanceUID, f"{ds.SOPInstanceUID}.dcm")
-    syntaxes = {str(pydicom.dcmread(p, stop_before_pixels=True).file_meta.TransferSyntaxUID.name) for p in dicoms}
+    syntaxes = {
+        str(pydicom.dcmread(p, stop_before_pixels=True).file_meta.TransferSyntaxUID.name) for p in dicoms
+    }
     assert {"JPEG Baseline (Process 1)", "Explicit VR Little Endian"} <= syntaxes
     assert any("2000" in s for s in syntaxes)
     assert any(len(r) > 1 for r in rows.values()) and any(r == ["-1"] for r in rows.values())
@@ -65,7 +66,9 @@ def test_union_of_three_hand_written_rows(fake_siim, tmp_path):
     raw = tmp_path / "raw"
     shutil.copytree(fake_siim, raw)
     image_id = sorted(label_rows(raw))[0]
-    lines = [line for line in (raw / "train-rle.csv").read_text().splitlines() if not line.startswith(image_id)]
+    lines = [
+        line for line in (raw / "train-rle.csv").read_text().splitlines() if not line.startswith(image_id)
+    ]
     # flat (column-major) pixels: row 1 -> 10..14; row 2 -> 12..17 (overlaps 12..14); row 3 -> 100..102 and
     # 164..166 (103 + 61). Union: 10..17 (8) + 6 = 14 pixels; the last row alone has 6, the sum is 17.
     lines += [f"{image_id}, 10 5", f"{image_id}, 12 6", f"{image_id}, 100 3 61 3"]
@@ -85,7 +88,10 @@ def test_every_dicom_variant_decodes_bone_bright(fake_siim):
         assert img.pixels.shape == (64, 64) and 0.0 <= img.pixels.min() and img.pixels.max() <= 1.0
         # the fake's mediastinum (centre column) is brighter than the lung fields whatever the encoding
         assert img.pixels[20:44, 29:35].mean() > img.pixels[20:44, 14:24].mean(), (path, img.photometric)
-    kinds = {(read_dicom(p).photometric, read_dicom(p).bits_stored) for p in (fake_siim / "dicom-images-train").rglob("*.dcm")}
+    kinds = {
+        (read_dicom(p).photometric, read_dicom(p).bits_stored)
+        for p in (fake_siim / "dicom-images-train").rglob("*.dcm")
+    }
     assert ("MONOCHROME1", 12) in kinds and ("MONOCHROME2", 8) in kinds
 
 

@@ -20,4 +20,14 @@ def get_dataset(name: str) -> type[RawDataset]:
         raise KeyError(f"unknown dataset '{name}'. Known datasets: {', '.join(DATASETS)}") from None
 
 
-__all__ = ["DATASETS", "NIH", "RSNA", "SIIM", "CovidRural", "ObjectCXR", "ParseResult", "RawDataset", "get_dataset"]
+__all__ = [
+    "DATASETS",
+    "NIH",
+    "RSNA",
+    "SIIM",
+    "CovidRural",
+    "ObjectCXR",
+    "ParseResult",
+    "RawDataset",
+    "get_dataset",
+]

@@ -95,7 +95,9 @@ class RawDataset:
 
         r = self.split_ratios
         table = patient_split(samples, ratios=r, fractions=self.fractions)
-        scheme = f"by patient {round(r[0] * 100)}/{round(r[1] * 100)}/{round(r[2] * 100)} (hashed patient ids)"
+        scheme = (
+            f"by patient {round(r[0] * 100)}/{round(r[1] * 100)}/{round(r[2] * 100)} (hashed patient ids)"
+        )
         return table, scheme
 
     def load_pixels(self, sample: dict) -> np.ndarray:

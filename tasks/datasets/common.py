@@ -94,7 +94,9 @@ def read_csv_table(
     except (OSError, UnicodeDecodeError, csv.Error) as e:
         raise DatasetLayoutError(f"{path}: cannot read CSV ({type(e).__name__}: {e})") from e
     if not rows:
-        raise DatasetLayoutError(f"{path}: the file is empty; expected the header {','.join(expected)} ({what})")
+        raise DatasetLayoutError(
+            f"{path}: the file is empty; expected the header {','.join(expected)} ({what})"
+        )
     header = [c.strip() if strip_header else c for c in rows[0]]
     while header and header[-1] == "" and len(header) > len(expected):
         header.pop()

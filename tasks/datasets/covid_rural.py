@@ -52,7 +52,12 @@ class CovidRural(RawDataset):
         for stem, mask_path in masks.items():
             if stem not in images:
                 failures.append(
-                    Failure(str(mask_path), "file name", f"mask without an image: no {IMAGES_DIR}/{stem}.jpg", stem)
+                    Failure(
+                        str(mask_path),
+                        "file name",
+                        f"mask without an image: no {IMAGES_DIR}/{stem}.jpg",
+                        stem,
+                    )
                 )
                 continue
             if "_" not in stem or not stem.startswith(PREFIX):
@@ -100,7 +105,9 @@ class CovidRural(RawDataset):
             with Image.open(path) as img:
                 arr = np.asarray(img)
         except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as e:
-            raise SampleError(path, "file", f"not a readable PNG ({type(e).__name__}: {e})", sample["image_id"]) from e
+            raise SampleError(
+                path, "file", f"not a readable PNG ({type(e).__name__}: {e})", sample["image_id"]
+            ) from e
         if arr.ndim == 3:
             arr = arr[..., :3].max(axis=-1)
         if arr.shape != (height, width):

@@ -37,7 +37,16 @@ DATA_ENTRY_HEADER = [
     "View Position",
 ]
 TEST_LIST = "test_list.txt"
-CLASSES = ("Atelectasis", "Cardiomegaly", "Effusion", "Infiltrate", "Mass", "Nodule", "Pneumonia", "Pneumothorax")
+CLASSES = (
+    "Atelectasis",
+    "Cardiomegaly",
+    "Effusion",
+    "Infiltrate",
+    "Mass",
+    "Nodule",
+    "Pneumonia",
+    "Pneumothorax",
+)
 ALIASES = {"Infiltration": "Infiltrate"}  # the label file's spelling
 NO_FINDING = "No Finding"
 
@@ -54,7 +63,13 @@ class NIH(RawDataset):
     equalize = True
     multi_label = True
     n_no_finding = 100
-    expected = {"bbox_rows": 984, "boxes": 984, "annotated_images": 880, "no_finding_images": 100, "images": 980}
+    expected = {
+        "bbox_rows": 984,
+        "boxes": 984,
+        "annotated_images": 880,
+        "no_finding_images": 100,
+        "images": 980,
+    }
     required = (BBOX_CSV, TEST_LIST)
     lovt_folders = ("NIH_CXR_pathology_detection",)
     lovt_detection = True
@@ -80,10 +95,14 @@ class NIH(RawDataset):
         bbox_path, entry_path = self.root / BBOX_CSV, self.data_entry()
 
         entries: dict[str, dict] = {}
-        for line, row in enumerate(read_csv_table(entry_path, DATA_ENTRY_HEADER, "the NIH image list"), start=2):
+        for line, row in enumerate(
+            read_csv_table(entry_path, DATA_ENTRY_HEADER, "the NIH image list"), start=2
+        ):
             if len(row) < len(DATA_ENTRY_HEADER) or not row[0].strip():
                 if any(c.strip() for c in row):
-                    failures.append(Failure(str(entry_path), f"row {line}", f"{len(row)} fields, expected at least 7"))
+                    failures.append(
+                        Failure(str(entry_path), f"row {line}", f"{len(row)} fields, expected at least 7")
+                    )
                 continue
             pid = row[3].strip()
             entries[row[0].strip()] = {
@@ -100,7 +119,9 @@ class NIH(RawDataset):
             name = row[0].strip()
             entry = per_image.setdefault(name, {"boxes": [], "labels": [], "bad": False})
             if len(row) < 6:
-                failures.append(Failure(str(bbox_path), f"row {line}", f"{len(row)} fields, expected 6", name))
+                failures.append(
+                    Failure(str(bbox_path), f"row {line}", f"{len(row)} fields, expected 6", name)
+                )
                 entry["bad"] = True
                 continue
             label = ALIASES.get(row[1].strip(), row[1].strip())
@@ -124,7 +145,9 @@ class NIH(RawDataset):
                 entry["bad"] = True
                 continue
             if not all(math.isfinite(v) for v in box) or box[2] <= 0 or box[3] <= 0:
-                failures.append(Failure(str(bbox_path), f"row {line} Bbox [x,y,w,h]", f"invalid box {box}", name))
+                failures.append(
+                    Failure(str(bbox_path), f"row {line} Bbox [x,y,w,h]", f"invalid box {box}", name)
+                )
                 entry["bad"] = True
                 continue
             entry["boxes"].append(box)
@@ -134,7 +157,11 @@ class NIH(RawDataset):
             line.strip() for line in (self.root / TEST_LIST).read_text().splitlines() if line.strip()
         }
         candidates = sorted(
-            (n for n, e in entries.items() if e["labels"] == NO_FINDING and n in test_names and n not in per_image),
+            (
+                n
+                for n, e in entries.items()
+                if e["labels"] == NO_FINDING and n in test_names and n not in per_image
+            ),
             key=lambda n: (_rank(n), n),
         )
         no_finding = candidates[: self.n_no_finding]
@@ -191,7 +218,11 @@ class NIH(RawDataset):
                 for v in sorted({str(v) for v in samples["view"] if v})
             },
         }
-        sources = {"boxes": str(bbox_path), "data_entry": str(entry_path), "test_list": str(self.root / TEST_LIST)}
+        sources = {
+            "boxes": str(bbox_path),
+            "data_entry": str(entry_path),
+            "test_list": str(self.root / TEST_LIST),
+        }
         return ParseResult(samples=samples, failures=failures, counts=counts, sources=sources)
 
     def load_pixels(self, sample: dict) -> np.ndarray:

@@ -56,7 +56,9 @@ def parse_annotation(text: str) -> list[dict]:
         try:
             kind = SHAPE_TYPES[int(tokens[0])]
         except (ValueError, KeyError):
-            raise ValueError(f"object {k} ({part.strip()!r}): type must be 0, 1 or 2, got {tokens[0]!r}") from None
+            raise ValueError(
+                f"object {k} ({part.strip()!r}): type must be 0, 1 or 2, got {tokens[0]!r}"
+            ) from None
         try:
             values = [float(v) for v in tokens[1:]]
         except ValueError:
@@ -64,7 +66,9 @@ def parse_annotation(text: str) -> list[dict]:
         if not all(math.isfinite(v) for v in values):
             raise ValueError(f"object {k} ({part.strip()!r}): coordinates must be finite")
         if kind in ("rectangle", "ellipse") and len(values) != 4:
-            raise ValueError(f"object {k} ({part.strip()!r}): a {kind} needs x1 y1 x2 y2, got {len(values)} numbers")
+            raise ValueError(
+                f"object {k} ({part.strip()!r}): a {kind} needs x1 y1 x2 y2, got {len(values)} numbers"
+            )
         if kind == "polygon" and (len(values) % 2 or len(values) < 6):
             raise ValueError(
                 f"object {k} ({part.strip()!r}): a polygon needs at least 3 (x, y) points, got {len(values)} numbers"
@@ -92,7 +96,9 @@ class ObjectCXR(RawDataset):
 
     def check_layout(self) -> None:
         super().check_layout()
-        missing = [p for p in PARTS if not (self.root / p).is_dir() and not (self.root / f"{p}.zip").is_file()]
+        missing = [
+            p for p in PARTS if not (self.root / p).is_dir() and not (self.root / f"{p}.zip").is_file()
+        ]
         if missing:
             raise DatasetLayoutError(
                 f"{self.title}: {self.root} has neither the folder nor the zip of: "
@@ -138,11 +144,18 @@ class ObjectCXR(RawDataset):
                 listed.add(name)
                 image_id = Path(name).stem
                 if not name.lower().endswith(".jpg"):
-                    failures.append(Failure(str(csv_path), f"row {line} image_name", f"not a .jpg name: {name!r}"))
+                    failures.append(
+                        Failure(str(csv_path), f"row {line} image_name", f"not a .jpg name: {name!r}")
+                    )
                     continue
                 if image_id in seen:
                     failures.append(
-                        Failure(str(csv_path), f"row {line} image_name", f"already listed in {seen[image_id]}", image_id)
+                        Failure(
+                            str(csv_path),
+                            f"row {line} image_name",
+                            f"already listed in {seen[image_id]}",
+                            image_id,
+                        )
                     )
                     continue
                 seen[image_id] = csv_path.name
@@ -150,7 +163,9 @@ class ObjectCXR(RawDataset):
                     shapes = parse_annotation(row[1])
                 except ValueError as e:
                     failures.append(
-                        Failure(str(csv_path), f"row {line} annotation", f"malformed annotation: {e}", image_id)
+                        Failure(
+                            str(csv_path), f"row {line} annotation", f"malformed annotation: {e}", image_id
+                        )
                     )
                     continue
                 if name not in images:
@@ -198,11 +213,17 @@ class ObjectCXR(RawDataset):
         table = patient_split(train, ratios=self.split_ratios, fractions=self.fractions)
         dev = samples[samples["official_split"] == "dev"]
         test = pd.DataFrame(
-            {"image_id": dev["image_id"].astype(str), "patient_id": dev["patient_id"].astype(str), "split": "test"}
+            {
+                "image_id": dev["image_id"].astype(str),
+                "patient_id": dev["patient_id"].astype(str),
+                "split": "test",
+            }
         )
         test["fraction"] = pd.array([pd.NA] * len(test), dtype="Int64")
         table = pd.concat([table, test], ignore_index=True).sort_values("image_id").reset_index(drop=True)
-        return table[SPLIT_COLUMNS], "official train split 80/20 into train/val (hashed image ids), test = official dev"
+        return table[
+            SPLIT_COLUMNS
+        ], "official train split 80/20 into train/val (hashed image ids), test = official dev"
 
     def load_pixels(self, sample: dict) -> np.ndarray:
         member = sample.get("member")

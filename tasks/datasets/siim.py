@@ -79,7 +79,12 @@ class SIIM(RawDataset):
                 entry["negative"] = True
             elif not len(pairs):
                 failures.append(
-                    Failure(str(csv_path), f"row {line} EncodedPixels", "empty; use -1 for no pneumothorax", image_id)
+                    Failure(
+                        str(csv_path),
+                        f"row {line} EncodedPixels",
+                        "empty; use -1 for no pneumothorax",
+                        image_id,
+                    )
                 )
                 entry["bad"] = True
             else:
@@ -150,10 +155,17 @@ class SIIM(RawDataset):
         failures = []
         for r in rows:
             try:
-                ds = pydicom.dcmread(r["file"], stop_before_pixels=True, specific_tags=["PatientID", "ViewPosition"])
+                ds = pydicom.dcmread(
+                    r["file"], stop_before_pixels=True, specific_tags=["PatientID", "ViewPosition"]
+                )
             except Exception as e:  # any unreadable header: the file is named, the run goes on
                 failures.append(
-                    Failure(r["file"], "header", f"not a readable DICOM file ({type(e).__name__}: {e})", r["image_id"])
+                    Failure(
+                        r["file"],
+                        "header",
+                        f"not a readable DICOM file ({type(e).__name__}: {e})",
+                        r["image_id"],
+                    )
                 )
                 continue
             r["patient_id"] = str(ds.get("PatientID", "") or "").strip() or r["image_id"]

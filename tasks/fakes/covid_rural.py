@@ -56,7 +56,11 @@ def make_fake_covid_rural(
                     add_blob(img, x, y, bw, bh, strength=0.3)
                     ellipse_to_mask(x, y, x + bw, y + bh, h, w, mask=mask)
             grey = np.rint(img * 255).astype(np.uint8)
-            pil = Image.fromarray(np.stack([grey] * 3, axis=-1), "RGB") if i % 4 == 1 else Image.fromarray(grey, "L")
+            pil = (
+                Image.fromarray(np.stack([grey] * 3, axis=-1), "RGB")
+                if i % 4 == 1
+                else Image.fromarray(grey, "L")
+            )
             pil.save(root / "jpgs" / f"{stem}.jpg", quality=95)
             Image.fromarray(mask, "L").save(root / "pngs_masks" / f"{stem}.png")
             (root / "jsons" / f"{stem}.json").write_text('{"shapes": []}\n')

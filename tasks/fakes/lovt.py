@@ -40,7 +40,11 @@ def make_fake_lovt_splits(
     if dataset == "object_cxr":
         train = [r for r in records if r["official_split"] == "train"]
         n = round(0.8 * len(train))
-        parts = {"train": train[:n], "validation": train[n:], "test": [r for r in records if r["official_split"] == "dev"]}
+        parts = {
+            "train": train[:n],
+            "validation": train[n:],
+            "test": [r for r in records if r["official_split"] == "dev"],
+        }
     else:
         if dataset != "siim":  # the reference code split these by patient (SIIM: by image)
             order = {p: k for k, p in enumerate(dict.fromkeys(r["patient_id"] for r in records))}
@@ -48,7 +52,11 @@ def make_fake_lovt_splits(
         n1, n2 = round(0.6 * len(records)), round(0.8 * len(records))
         for cut in ("n1", "n2"):  # move each cut to a patient boundary
             n = n1 if cut == "n1" else n2
-            while dataset != "siim" and 0 < n < len(records) and records[n]["patient_id"] == records[n - 1]["patient_id"]:
+            while (
+                dataset != "siim"
+                and 0 < n < len(records)
+                and records[n]["patient_id"] == records[n - 1]["patient_id"]
+            ):
                 n += 1
             n1, n2 = (n, max(n, n2)) if cut == "n1" else (n1, n)
         parts = {"train": records[:n1], "validation": records[n1:n2], "test": records[n2:]}

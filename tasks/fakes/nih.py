@@ -80,13 +80,25 @@ def make_fake_nih(
                         box = [px + pw / 3, py + ph / 3, pw, ph]
                     else:
                         bw, bh = rng.uniform(0.15, 0.35, size=2) * size
-                        box = [rng.uniform(0.05, 0.9 - bw / size) * size, rng.uniform(0.1, 0.9 - bh / size) * size, bw, bh]
-                    box = [float(np.clip(box[0], 0, size - 4)), float(np.clip(box[1], 0, size - 4)), box[2], box[3]]
+                        box = [
+                            rng.uniform(0.05, 0.9 - bw / size) * size,
+                            rng.uniform(0.1, 0.9 - bh / size) * size,
+                            bw,
+                            bh,
+                        ]
+                    box = [
+                        float(np.clip(box[0], 0, size - 4)),
+                        float(np.clip(box[1], 0, size - 4)),
+                        box[2],
+                        box[3],
+                    ]
                     box[2], box[3] = min(box[2], size - box[0]), min(box[3], size - box[1])
                     boxes.append((cls, box))
                 for cls, box in boxes:
                     _paint(img, cls, box)
-                    bbox_lines.append(f"{name},{CLASSES[cls]}," + ",".join(repr(round(float(v), 9)) for v in box) + ",,,")
+                    bbox_lines.append(
+                        f"{name},{CLASSES[cls]}," + ",".join(repr(round(float(v), 9)) for v in box) + ",,,"
+                    )
                     findings.append(LABEL_SPELLING.get(CLASSES[cls], CLASSES[cls]))
                 if rng.random() < 0.3:
                     findings.append(OTHER_FINDINGS[int(rng.integers(len(OTHER_FINDINGS)))])

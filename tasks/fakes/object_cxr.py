@@ -26,7 +26,10 @@ def _shape(rng: np.random.Generator, kind: int, h: int, w: int) -> tuple[str, li
     if kind in (0, 1):
         a = int(rng.integers(side // 2 + 2, side + 2))
         b = int(rng.integers(side // 2 + 2, side + 2))
-        return ("rectangle" if kind == 0 else "ellipse"), [[cx - a // 2, cy - b // 2], [cx + a // 2 + 1, cy + b // 2 + 1]]
+        return ("rectangle" if kind == 0 else "ellipse"), [
+            [cx - a // 2, cy - b // 2],
+            [cx + a // 2 + 1, cy + b // 2 + 1],
+        ]
     n = int(rng.integers(5, 9))
     angles = np.sort(rng.uniform(0, 2 * np.pi, n))
     radii = rng.uniform(0.45, 1.0, n) * side * 0.6
@@ -77,7 +80,9 @@ def make_fake_object_cxr(
             name = f"{number:05d}.jpg"
             number += 1
             buf = __import__("io").BytesIO()
-            Image.fromarray(np.rint(img * 255).astype(np.uint8), mode="L").save(buf, format="JPEG", quality=95)
+            Image.fromarray(np.rint(img * 255).astype(np.uint8), mode="L").save(
+                buf, format="JPEG", quality=95
+            )
             files[name] = buf.getvalue()
             lines.append(f"{name},{_annotation(objects)}")
         if as_zip:

@@ -87,14 +87,25 @@ def make_fake_siim(
             kind = i % 8
             path = images_dir / study / series / f"{image_id}.dcm"
             path.parent.mkdir(parents=True, exist_ok=True)
-            common = {"view_position": "PA" if i % 3 else "AP", "seed": seed * 100003 + i, "uids": (study, series, image_id)}
+            common = {
+                "view_position": "PA" if i % 3 else "AP",
+                "seed": seed * 100003 + i,
+                "uids": (study, series, image_id),
+            }
             if kind == 3:  # 12-bit, uncompressed, inverted grey levels, with a modality LUT
                 write_dicom(
-                    path, to_uint(1.0 - img, 12), patient_id, bits_stored=12, photometric="MONOCHROME1",
-                    rescale=(1.0, -1024.0), **common,
+                    path,
+                    to_uint(1.0 - img, 12),
+                    patient_id,
+                    bits_stored=12,
+                    photometric="MONOCHROME1",
+                    rescale=(1.0, -1024.0),
+                    **common,
                 )
             elif kind == 5:  # 12-bit JPEG 2000 (lossless)
-                write_dicom(path, to_uint(img, 12), patient_id, bits_stored=12, compression="jpeg2000", **common)
+                write_dicom(
+                    path, to_uint(img, 12), patient_id, bits_stored=12, compression="jpeg2000", **common
+                )
             else:  # the real release: 8-bit JPEG baseline
                 write_dicom(path, to_uint(img, 8), patient_id, compression="jpeg", **common)
             i += 1
