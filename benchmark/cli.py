@@ -134,7 +134,10 @@ def _cmd_prepare(args) -> int:
         f"  images: {report.prepared} prepared now, {report.resumed} already done; subsets: "
         + ", ".join(f"{k}={v}" for k, v in m["subsets"].items())
     )
-    print(f"  split hash {m['split_hash']}")
+    print(f"  split: {m['split_scheme']}; hash {m['split_hash']}")
+    for k, v in m.get("split_info", {}).items():
+        if k in ("validation_rows_left_out", "raw_images_not_listed", "patients_in_several_splits") and v:
+            print(f"  note: {k.replace('_', ' ')}: {v}")
     for k, v in m["differs_from_release"].items():
         print(f"  note: {k} = {v['found']}, the official release has {v['expected']}")
     if report.failures:

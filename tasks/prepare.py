@@ -201,7 +201,6 @@ def prepare(
     parsed = ds.parse()
     samples = parsed.samples
     failures = list(parsed.failures)
-    out.mkdir(parents=True, exist_ok=True)
 
     split_info: dict = {}
     if splits == "default":
@@ -214,6 +213,7 @@ def prepare(
         failures.extend(imported.failures)
     else:
         raise DatasetError(f"--splits must be 'default' or 'lovt:DIR', got {splits!r}")
+    out.mkdir(parents=True, exist_ok=True)
     write_text_atomic(out / "splits.csv", split_csv_text(table))
 
     state = _load_state(out)

@@ -81,19 +81,23 @@ def test_label_row_whose_image_is_missing(name, fake_raw, tmp_path):
 def test_malformed_rle_rows(fake_raw, tmp_path):
     raw = copy(fake_raw["siim"], tmp_path)
     rows = (raw / "train-rle.csv").read_text().splitlines()
-    ids = sorted({r.split(",")[0] for r in rows[1:]})
+    all_ids = sorted({r.split(",")[0] for r in rows[1:]})
+    negative = sorted({r.split(",")[0] for r in rows[1:] if r.endswith(", -1")})
+    ids = [i for i in all_ids if i not in negative]
     rows += [f"{ids[0]}, 12 4 x", f"{ids[1]}, 5 3 9", f"{ids[2]}, 4000 10 90000 4"]  # last: outside 64 x 64
+    rows += [f"{negative[0]}, 10 5"]  # a -1 image that also has a region
     (raw / "train-rle.csv").write_text("\n".join(rows) + "\n")
     report, reasons = run("siim", raw, tmp_path)
     csv_path = str(raw / "train-rle.csv")
-    n = len(rows)  # 1-based line number of the last row
+    n = len(rows) - 1  # 1-based line number of the last malformed row
     assert f"{csv_path}: row {n - 2} EncodedPixels: malformed RLE: not an integer: 'x' [{ids[0]}]" in reasons
     assert f"{csv_path}: row {n - 1} EncodedPixels: malformed RLE: odd number of values (3)" in " ".join(
         reasons
     )
     late = [r for r in reasons if ids[2] in r]
     assert len(late) == 1 and f"row {n} EncodedPixels" in late[0] and "64x64 image" in late[0]
-    assert report.manifest["counts"]["prepared_images"] == len(ids) - 3
+    assert any(negative[0] in r and "both a -1 row and RLE rows" in r for r in reasons)
+    assert len(reasons) == 4 and report.manifest["counts"]["prepared_images"] == len(all_ids) - 4
 
 
 def test_malformed_annotation_string(fake_raw, tmp_path):

@@ -3,6 +3,11 @@
 A reader parses the official layout into a SAMPLE TABLE (a pandas DataFrame, one row per image) with
 the columns of :data:`SAMPLE_COLUMNS`, decodes one image into grey levels in [0, 1], and renders its mask.
 It knows nothing of OpenMMLab: ``tasks.prepare`` turns the table into the prepared layout.
+
+Readers may add columns of their own (Object-CXR: ``member`` of a zip, ``official_split``; COVID Rural:
+``mask_file``); each row reaches ``load_pixels`` / ``load_mask`` as a dict. Two optional hooks let a
+dataset with vector shapes render them exactly at the prepared size (``prepared_mask``) and put more
+than boxes into its COCO annotations (``coco_annotations``); ``split`` gives the protocol's split.
 """
 
 from __future__ import annotations

@@ -50,7 +50,8 @@ def make_fake_nih(
         no_finding_per_patient: extra "No Finding" follow-ups per patient (the pool that the 100 "No
             Finding" test images are drawn from).
     """
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(seed)  # labels and layout
+    noise = np.random.default_rng([seed, 1])  # pixels: the labels do not depend on the image size
     root = Path(root)
     folders = [root / "images_001" / "images", root / "images_002" / "images"]
     for f in folders:
@@ -68,7 +69,7 @@ def make_fake_nih(
         names = []
         for f in range(n_annotated + no_finding_per_patient):
             name = f"{pid:08d}_{f:03d}.png"
-            img = chest_background(rng, size, size)
+            img = chest_background(noise, size, size)
             findings: list[str] = []
             if f < n_annotated:
                 boxes = []

@@ -53,7 +53,8 @@ def make_fake_siim(
             second overlapping the first.
         label_file: ``train-rle.csv`` or the mirror name ``stage_2_train.csv``.
     """
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(seed)  # labels and layout
+    noise = np.random.default_rng([seed, 1])  # pixels: the labels do not depend on the image size
     root = Path(root)
     images_dir = root / "dicom-images-train"
     images_dir.mkdir(parents=True, exist_ok=True)
@@ -66,7 +67,7 @@ def make_fake_siim(
             image_id = f"{ORG_ROOT}.4.8323329.{1000 + i}.{stamp}"
             study = f"{ORG_ROOT}.2.8323329.{1000 + i}.{stamp}"
             series = f"{ORG_ROOT}.3.8323329.{1000 + i}.{stamp}"
-            img = chest_background(rng, size, size)
+            img = chest_background(noise, size, size)
             if rng.random() < positive_fraction:
                 n_regions = 1 if rng.random() < 2 / 3 else int(rng.integers(2, 4))
                 first = _region(rng, size, int(rng.integers(0, 2)))
