@@ -114,3 +114,10 @@ def test_prepared_masks_and_patient_split(prepared_all, fake_siim):
         full = ds.load_mask(s, 64, 64)
         # nearest upsampling 64 -> 224 (x 3.5): the area scales by 3.5^2 up to the border pixels
         assert abs(mask.sum() - 3.5**2 * full.sum()) <= 4 * 3.5 * (full.sum() ** 0.5 * 4 + 4)
+
+
+def test_parent_of_the_unpacked_folder_is_accepted(fake_siim, tmp_path):
+    shutil.copytree(fake_siim, tmp_path / "download" / "siim")
+    ds = SIIM(tmp_path / "download")
+    assert ds.root == (tmp_path / "download" / "siim").resolve()
+    assert len(ds.parse().samples) == len(label_rows(fake_siim))

@@ -7,7 +7,8 @@ compressed 8-bit: decoding needs pylibjpeg-libjpeg or Pillow).
 
 The mask of an image is the UNION of all its rows (a widely used loader keeps only the last row and loses
 part of the mask on 624 of 2,669 positive images). Patient ids come from the DICOM header (``PatientID``),
-so that the split is by patient; a header without one falls back to the image id.
+so that the split is by patient; a header without one falls back to the image id. The folder holding
+``train-rle.csv`` or its parent (the Kaggle archive unpacks to ``siim/``) may be passed.
 """
 
 from __future__ import annotations
@@ -35,6 +36,12 @@ class SIIM(RawDataset):
     expected = {"images": 12047, "positive_images": 2669}
     required = (IMAGES_DIR,)
     lovt_folders = ("siim-acr-pneumothorax-segmentation",)
+
+    def __init__(self, root) -> None:
+        super().__init__(root)
+        nested = self.root / "siim"  # the Kaggle archive unpacks to siim/
+        if not (self.root / IMAGES_DIR).is_dir() and (nested / IMAGES_DIR).is_dir():
+            self.root = nested
 
     def label_file(self):
         for name in LABEL_FILES:
