@@ -35,11 +35,79 @@ def _cmd_tasks(args) -> int:
     return 0
 
 
+# The datasets `prepare` and `fake` accept (tasks.datasets.DATASETS; listed here so that building the
+# parser imports nothing heavy - a test checks that the two agree).
+DATASET_NAMES = ("rsna", "siim", "object_cxr", "nih", "covid_rural")
+
+
 def _cmd_fake(args) -> int:
     from tasks.fakes import FAKES
 
-    root = FAKES[args.dataset](args.out, n_patients=args.n, seed=args.seed)
+    kwargs = {"seed": args.seed}
+    if args.n is not None:
+        kwargs["n_patients"] = args.n
+    if args.size is not None:
+        if args.dataset not in ("rsna", "siim", "nih"):
+            print(
+                f"error: --size applies to rsna, siim and nih (square images), not {args.dataset}",
+                file=sys.stderr,
+            )
+            return 2
+        kwargs["size"] = args.size
+    if args.zip:
+        if args.dataset != "object_cxr":
+            print("error: --zip applies to object_cxr only", file=sys.stderr)
+            return 2
+        kwargs["as_zip"] = True
+    root = FAKES[args.dataset](args.out, **kwargs)
     print(f"fake {args.dataset} download written to {root}")
+    return 0
+
+
+def _cmd_datasets(args) -> int:
+    from tasks.datasets import DATASETS
+    from tasks.errors import DatasetError
+
+    if args.raw is None:
+        if args.dataset:
+            print("error: --dataset needs --raw (the folder to check)", file=sys.stderr)
+            return 2
+        for name, cls in DATASETS.items():
+            print(f"{name:<12} {cls.title}")
+            print(f"{'':<12} classes: {', '.join(cls.classes)}{' (multi-label)' if cls.multi_label else ''}")
+            print(f"{'':<12} release: " + ", ".join(f"{k}={v:,}" for k, v in cls.expected.items()))
+            print(f"{'':<12} get it: {cls.url}")
+        print("\ncheck a download: cxrbench datasets --raw DIR [--dataset NAME]")
+        return 0
+    from tasks.check import check_raw, detect_datasets
+
+    name = args.dataset
+    if name is None:
+        found = detect_datasets(args.raw)
+        if len(found) != 1:
+            what = f"it matches {', '.join(found)}" if found else "no dataset's layout matches it"
+            print(f"error: cannot tell which dataset {args.raw} is ({what}); pass --dataset", file=sys.stderr)
+            return 2
+        name = found[0]
+    try:
+        report = check_raw(name, args.raw, decode=args.decode)
+    except DatasetError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"{name}: {report.root}")
+    for k, v in report.sources.items():
+        print(f"  {k:<14} {v}")
+    print("  counts: " + ", ".join(f"{k}={v}" for k, v in report.counts.items()))
+    for k, (found, expected) in report.differs.items():
+        print(f"  note: {k} = {found}, the official release has {expected:,}")
+    print(f"  split: {report.split_scheme}: " + ", ".join(f"{k}={v}" for k, v in report.split_sizes.items()))
+    print(f"  decoded {report.decoded} image(s) with their masks")
+    if report.failures:
+        print(f"\n{len(report.failures)} input(s) cannot be used:")
+        for f in report.failures:
+            print(f"  - {f}")
+        return 1
+    print("  ok: ready for `cxrbench prepare`")
     return 0
 
 
@@ -49,7 +117,13 @@ def _cmd_prepare(args) -> int:
 
     try:
         report = prepare(
-            args.dataset, args.raw, args.out, size=args.size, workers=args.workers, progress=not args.quiet
+            args.dataset,
+            args.raw,
+            args.out,
+            size=args.size,
+            workers=args.workers,
+            progress=not args.quiet,
+            splits=args.splits,
         )
     except DatasetError as e:
         print(f"error: {e}", file=sys.stderr)
@@ -60,7 +134,10 @@ def _cmd_prepare(args) -> int:
         f"  images: {report.prepared} prepared now, {report.resumed} already done; subsets: "
         + ", ".join(f"{k}={v}" for k, v in m["subsets"].items())
     )
-    print(f"  split hash {m['split_hash']}")
+    print(f"  split: {m['split_scheme']}; hash {m['split_hash']}")
+    for k, v in m.get("split_info", {}).items():
+        if k in ("validation_rows_left_out", "raw_images_not_listed", "patients_in_several_splits") and v:
+            print(f"  note: {k.replace('_', ' ')}: {v}")
     for k, v in m["differs_from_release"].items():
         print(f"  note: {k} = {v['found']}, the official release has {v['expected']}")
     if report.failures:
@@ -185,18 +262,38 @@ def build_parser() -> argparse.ArgumentParser:
     f = sub.add_parser(
         "fake", help="write a seeded fake raw dataset in the official layout (for trying things out)"
     )
-    f.add_argument("dataset", choices=["rsna"])
+    f.add_argument("dataset", choices=DATASET_NAMES)
     f.add_argument("--out", required=True, help="folder to create")
-    f.add_argument("--n", type=int, default=40, help="number of images / patients (default 40)")
+    f.add_argument(
+        "--n", type=int, default=None, help="patients (Object-CXR: training images); default: small and fast"
+    )
     f.add_argument("--seed", type=int, default=0)
+    f.add_argument("--size", type=int, default=None, help="image side for rsna / siim (1024) and nih (128)")
+    f.add_argument("--zip", action="store_true", help="object_cxr: train.zip / dev.zip instead of folders")
     f.set_defaults(func=_cmd_fake)
 
+    ds = sub.add_parser(
+        "datasets", help="list the datasets; with --raw, check a download without preparing it"
+    )
+    ds.add_argument("--raw", default=None, help="a raw download folder to check")
+    ds.add_argument(
+        "--dataset", choices=DATASET_NAMES, default=None, help="which dataset (default: detected)"
+    )
+    ds.add_argument("--decode", type=int, default=3, help="decode the first N images and masks (default 3)")
+    ds.set_defaults(func=_cmd_datasets)
+
     pr = sub.add_parser("prepare", help="raw download -> prepared dataset (PNG, COCO, masks, splits, stats)")
-    pr.add_argument("dataset", choices=["rsna"])
+    pr.add_argument("dataset", choices=DATASET_NAMES)
     pr.add_argument("--raw", required=True, help="the folder the official download unpacks to (read only)")
     pr.add_argument("--out", required=True, help="data root; the dataset is written to OUT/<dataset>")
     pr.add_argument("--size", type=int, default=224, help="prepared image side in pixels (default 224)")
     pr.add_argument("--workers", type=int, default=max(1, (os.cpu_count() or 1)), help="parallel processes")
+    pr.add_argument(
+        "--splits",
+        default="default",
+        help="default (the protocol's deterministic split) or lovt:DIR (the published LoVT split CSVs: the "
+        "reference repository, its datasets/ folder or the dataset's split folder)",
+    )
     pr.add_argument(
         "--allow-failures", action="store_true", help="exit 0 even if some inputs could not be used"
     )

@@ -18,6 +18,7 @@ never writes into the raw folder, and goes on past broken inputs, listing every 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import platform
@@ -33,7 +34,7 @@ from tasks.datasets import get_dataset
 from tasks.errors import DatasetError, Failure, SampleError
 from tasks.image import Geometry, equalize, prepare_image, prepare_mask
 from tasks.io import save_png_atomic, write_json_atomic, write_text_atomic
-from tasks.splits import patient_split, split_csv_text, split_hash, subset
+from tasks.splits import split_csv_text, split_hash, subset
 
 STATE_FILE = ".prepare_state.jsonl"
 DEFAULT_SIZE = 224
@@ -64,21 +65,24 @@ def _process_one(dataset_name: str, raw_root: str, sample: dict, out_dir: str, s
     try:
         pixels = ds.load_pixels(sample)
         height, width = pixels.shape
-        mask = ds.load_mask(sample, height, width)
-        if mask is not None and mask.shape[-2:] != (height, width):
-            raise SampleError(
-                sample.get("mask_file") or sample["file"],
-                "mask",
-                f"mask is {mask.shape[-1]}x{mask.shape[-2]} but the image is {width}x{height}",
-                sample["image_id"],
-            )
+        geometry = Geometry(height, width, size)
+        small = ds.prepared_mask(sample, geometry)
+        if small is None:
+            mask = ds.load_mask(sample, height, width)
+            if mask is not None and mask.shape[-2:] != (height, width):
+                raise SampleError(
+                    sample.get("mask_file") or sample["file"],
+                    "mask",
+                    f"mask is {mask.shape[-1]}x{mask.shape[-2]} but the image is {width}x{height}",
+                    sample["image_id"],
+                )
+            small = prepare_mask(mask, size) if mask is not None else None
         if ds.equalize:
             pixels = equalize(pixels)
         image = prepare_image(pixels, size)
         out = Path(out_dir)
         image_id = sample["image_id"]
-        if mask is not None:
-            small = prepare_mask(mask, size)
+        if small is not None:
             if small.ndim == 3:
                 for name, m in zip(ds.classes, small):
                     save_png_atomic(out / "masks" / name / f"{image_id}.png", m)
@@ -97,6 +101,20 @@ def _process_one(dataset_name: str, raw_root: str, sample: dict, out_dir: str, s
         }
 
 
+def _sample_key(sample: dict) -> str:
+    """What an image's prepared files depend on: its label record and the size and modification time of
+    its files, so that a resumed run redoes an image whose labels or files changed."""
+    parts = [json.dumps(sample, sort_keys=True, default=str)]
+    for path in (sample.get("file"), sample.get("mask_file")):
+        if isinstance(path, str):
+            try:
+                st = os.stat(path)
+                parts.append(f"{st.st_size}:{st.st_mtime_ns}")
+            except OSError:
+                parts.append("missing")
+    return hashlib.sha256("\x00".join(parts).encode()).hexdigest()[:16]
+
+
 def _load_state(out: Path) -> dict[str, dict]:
     state: dict[str, dict] = {}
     path = out / STATE_FILE
@@ -111,31 +129,16 @@ def _load_state(out: Path) -> dict[str, dict]:
     return state
 
 
-def _coco(ids: list[str], info: dict[str, dict], samples_by_id: dict[str, dict], classes, size: int) -> dict:
+def _coco(ids: list[str], info: dict[str, dict], samples_by_id: dict[str, dict], ds, size: int) -> dict:
     images, annotations = [], []
     for n, image_id in enumerate(ids, start=1):
         images.append(
             {"id": n, "file_name": f"{image_id}.png", "width": size, "height": size, "image_id": image_id}
         )
-        s = samples_by_id[image_id]
-        if not len(s["boxes"]):
-            continue
         g = Geometry(info[image_id]["height"], info[image_id]["width"], size)
-        for box, label in zip(g.boxes(np.asarray(s["boxes"])), s["labels"]):
-            x, y, w, h = (round(float(v), 3) for v in box)
-            if w <= 0 or h <= 0:
-                continue
-            annotations.append(
-                {
-                    "id": len(annotations) + 1,
-                    "image_id": n,
-                    "category_id": int(label) + 1,
-                    "bbox": [x, y, w, h],
-                    "area": round(w * h, 3),
-                    "iscrowd": 0,
-                }
-            )
-    categories = [{"id": i + 1, "name": c} for i, c in enumerate(classes)]
+        for ann in ds.coco_annotations(samples_by_id[image_id], g):
+            annotations.append({"id": len(annotations) + 1, "image_id": n, **ann})
+    categories = [{"id": i + 1, "name": c} for i, c in enumerate(ds.classes)]
     return {"images": images, "annotations": annotations, "categories": categories}
 
 
@@ -176,11 +179,17 @@ def prepare(
     size: int = DEFAULT_SIZE,
     workers: int = 1,
     progress: bool = True,
+    splits: str = "default",
 ) -> PrepareReport:
     """Prepare one dataset (see module docstring). Failures are returned in the report, not raised.
 
+    Args:
+        splits: ``default`` (the protocol's deterministic split, see ``RawDataset.split``) or
+            ``lovt:DIR`` (the published split files of the reference code, see ``tasks.lovt``).
+
     Raises:
-        DatasetLayoutError: the raw folder is not the official layout (nothing can be prepared).
+        DatasetLayoutError: the raw folder is not the official layout (nothing can be prepared), or the
+            split files cannot be found / have the wrong header.
     """
     ds = get_dataset(dataset)(raw)
     out = prepared_dir(out_root, dataset, size).resolve()
@@ -192,14 +201,26 @@ def prepare(
     parsed = ds.parse()
     samples = parsed.samples
     failures = list(parsed.failures)
-    out.mkdir(parents=True, exist_ok=True)
 
-    table = patient_split(samples, fractions=ds.fractions)
+    split_info: dict = {}
+    if splits == "default":
+        table, scheme = ds.split(samples)
+    elif splits.startswith("lovt:") and len(splits) > 5:
+        from tasks.lovt import import_lovt_splits
+
+        imported = import_lovt_splits(splits[5:], ds, samples)
+        table, scheme, split_info = imported.table, imported.scheme, imported.info
+        failures.extend(imported.failures)
+    else:
+        raise DatasetError(f"--splits must be 'default' or 'lovt:DIR', got {splits!r}")
+    out.mkdir(parents=True, exist_ok=True)
     write_text_atomic(out / "splits.csv", split_csv_text(table))
 
     state = _load_state(out)
-    records = samples.to_dict("records")
-    todo = [r for r in records if r["image_id"] not in state]
+    in_split = set(table["image_id"])
+    records = [r for r in samples.to_dict("records") if r["image_id"] in in_split]
+    keys = {r["image_id"]: _sample_key(r) for r in records}
+    todo = [r for r in records if state.get(r["image_id"], {}).get("key") != keys[r["image_id"]]]
     resumed = len(records) - len(todo)
     bar = None
     if progress:
@@ -213,8 +234,10 @@ def prepare(
             nonlocal prepared_now
             if "failure" in result:
                 failures.append(Failure(**result["failure"]))
+                state.pop(result["image_id"], None)  # an earlier success is stale now
             else:
                 prepared_now += 1
+                result["key"] = keys[result["image_id"]]
                 state[result["image_id"]] = result
                 state_file.write(json.dumps(result) + "\n")
                 state_file.flush()
@@ -233,7 +256,7 @@ def prepare(
         bar.close()
 
     samples_by_id = {r["image_id"]: r for r in records}
-    ok = set(state)
+    ok = set(state) & in_split
     subsets: dict[str, list[str]] = {}
     for name in subset_names(ds.fractions):
         split, fraction = ("train", int(name[6:-3])) if name.startswith("train_") else (name, 100)
@@ -243,7 +266,7 @@ def prepare(
         write_text_atomic(out / "annotations" / f"{name}.txt", "".join(f"{i}\n" for i in ids))
         write_json_atomic(
             out / "annotations" / f"{name}.json",
-            _coco(ids, state, samples_by_id, ds.classes, size),
+            _coco(ids, state, samples_by_id, ds, size),
             indent=None,
         )
     stats = {name: _stats(out, ids) for name, ids in subsets.items() if name.startswith("train")}
@@ -266,8 +289,10 @@ def prepare(
             k: {"found": counts.get(k), "expected": v} for k, v in ds.expected.items() if counts.get(k) != v
         },
         "subsets": {name: len(ids) for name, ids in subsets.items()},
-        "split_scheme": "patient 60/20/20 (hashed ids)",
+        "split_scheme": scheme,
         "split_hash": split_hash(table),
+        "split_info": split_info,
+        "sources": dict(parsed.sources),
         "failures": [f.to_dict() for f in failures],
         "versions": _versions(),
         "prepared_at": time.strftime("%Y-%m-%dT%H:%M:%S"),

@@ -29,23 +29,34 @@ def patient_split(
 ) -> pd.DataFrame:
     """Split ``samples`` (columns image_id, patient_id) by patient into train/val/test.
 
+    Patients are taken in the order of a salted hash of their id and assigned whole to train until the
+    training split holds ``round(ratios[0] * n_images)`` images, then to val up to
+    ``round((ratios[0] + ratios[1]) * n_images)``, the rest to test - so the IMAGE proportions follow the
+    ratios even when patients have many images (NIH follow-ups, COVID Rural), and with one image per
+    patient the cuts are exact.
+
     Returns:
         A table with :data:`SPLIT_COLUMNS`, sorted by image id. ``fraction`` is, for training images, the
         smallest label fraction (percent) that contains the image; empty for val/test.
     """
-    if abs(sum(ratios) - 1.0) > 1e-9:
-        raise ValueError(f"split ratios must sum to 1, got {ratios}")
-    patients = sorted(set(samples["patient_id"]), key=lambda p: (_hash(p, salt + ":split"), p))
-    n = len(patients)
-    n_train = round(ratios[0] * n)
-    n_val = round(ratios[1] * n)
-    which = {
-        p: "train" if i < n_train else "val" if i < n_train + n_val else "test"
-        for i, p in enumerate(patients)
-    }
+    if abs(sum(ratios) - 1.0) > 1e-9 or min(ratios) < 0:
+        raise ValueError(f"split ratios must be >= 0 and sum to 1, got {ratios}")
     table = pd.DataFrame(
         {"image_id": samples["image_id"].astype(str), "patient_id": samples["patient_id"].astype(str)}
     )
+    if table["image_id"].duplicated().any():
+        dup = table.loc[table["image_id"].duplicated(), "image_id"].iloc[0]
+        raise ValueError(f"image id {dup!r} appears twice in the samples")
+    per_patient = table.groupby("patient_id").size().to_dict()
+    patients = sorted(per_patient, key=lambda p: (_hash(p, salt + ":split"), p))
+    n = len(table)
+    cut_train = round(ratios[0] * n)
+    cut_val = round((ratios[0] + ratios[1]) * n)
+    which: dict[str, str] = {}
+    before = 0  # images assigned before this patient
+    for p in patients:
+        which[p] = "train" if before < cut_train else "val" if before < cut_val else "test"
+        before += per_patient[p]
     table["split"] = table["patient_id"].map(which)
     return assign_fractions(table, fractions, salt)
 

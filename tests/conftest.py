@@ -25,3 +25,62 @@ def data_root(tmp_path_factory, fake_rsna):
     report = prepare("rsna", fake_rsna, root, workers=2, progress=False)
     assert not report.failures
     return root
+
+
+# --- issue 3: fakes of the other four datasets and their prepared versions (small, seeded) -------------
+
+
+@pytest.fixture(scope="session")
+def fake_siim(tmp_path_factory):
+    from tasks.fakes import make_fake_siim
+
+    return make_fake_siim(tmp_path_factory.mktemp("siim_raw"), n_patients=18, seed=0, size=64)
+
+
+@pytest.fixture(scope="session")
+def fake_object_cxr(tmp_path_factory):
+    from tasks.fakes import make_fake_object_cxr
+
+    return make_fake_object_cxr(tmp_path_factory.mktemp("object_cxr_raw"), n_patients=30, seed=0, n_dev=10)
+
+
+@pytest.fixture(scope="session")
+def fake_nih(tmp_path_factory):
+    from tasks.fakes import make_fake_nih
+
+    return make_fake_nih(tmp_path_factory.mktemp("nih_raw"), n_patients=14, seed=0, size=96)
+
+
+@pytest.fixture(scope="session")
+def fake_covid_rural(tmp_path_factory):
+    from tasks.fakes import make_fake_covid_rural
+
+    return make_fake_covid_rural(tmp_path_factory.mktemp("covid_rural_raw"), n_patients=10, seed=0)
+
+
+@pytest.fixture(scope="session")
+def fake_raw(fake_rsna, fake_siim, fake_object_cxr, fake_nih, fake_covid_rural):
+    """Every fake raw download by dataset name."""
+    return {
+        "rsna": fake_rsna,
+        "siim": fake_siim,
+        "object_cxr": fake_object_cxr,
+        "nih": fake_nih,
+        "covid_rural": fake_covid_rural,
+    }
+
+
+@pytest.fixture(scope="session")
+def prepared_all(tmp_path_factory, data_root, fake_raw):
+    """A data root with all five datasets prepared at 224 px (RSNA from ``data_root``)."""
+    import shutil
+
+    from tasks.prepare import prepare
+
+    root = tmp_path_factory.mktemp("data_all")
+    shutil.copytree(data_root / "rsna", root / "rsna")
+    for name, raw in fake_raw.items():
+        if name != "rsna":
+            report = prepare(name, raw, root, workers=1, progress=False)
+            assert not report.failures, report.failures
+    return root

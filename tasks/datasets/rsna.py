@@ -31,6 +31,9 @@ class RSNA(RawDataset):
     fractions = (1, 10, 100)
     expected = {"label_rows": 30227, "images": 26684, "positive_images": 6012, "boxes": 9555}
     required = (LABELS_CSV, IMAGES_DIR)
+    lovt_folders = ("RSNA-Pneunomia-Detection",)  # sic, as spelled in the reference repository
+    lovt_detection = True
+    lovt_val_fraction = 10  # the reference code validated on the first 10 % of validation.csv
 
     def parse(self) -> ParseResult:
         self.check_layout()
@@ -133,7 +136,8 @@ class RSNA(RawDataset):
             "boxes": int(sum(len(b) for b in samples["boxes"])),
             "unlabelled_image_files": len(on_disk - set(per_image)),
         }
-        return ParseResult(samples=samples, failures=failures, counts=counts)
+        sources = {"labels": str(csv_path), "images": str(images_dir)}
+        return ParseResult(samples=samples, failures=failures, counts=counts, sources=sources)
 
     def load_pixels(self, sample: dict) -> np.ndarray:
         return read_dicom(sample["file"], image_id=sample["image_id"]).pixels

@@ -51,6 +51,7 @@ def write_dicom(
     view_position: str | None = None,
     rescale: tuple[float, float] | None = None,
     seed: int = 0,
+    uids: tuple[str, str, str] | None = None,
 ) -> None:
     """Write a single-frame grey-scale DICOM (CR) the way the challenge releases look.
 
@@ -59,6 +60,8 @@ def write_dicom(
         compression: None (explicit VR little endian), ``jpeg`` (JPEG baseline, 8-bit, encoded with Pillow)
             or ``jpeg2000`` (lossless, encoded by pylibjpeg-openjpeg through pydicom).
         rescale: optional (slope, intercept) modality LUT.
+        uids: optional (StudyInstanceUID, SeriesInstanceUID, SOPInstanceUID); derived from the patient
+            id and seed by default.
     """
     from pydicom.dataset import Dataset, FileMetaDataset
     from pydicom.encaps import encapsulate
@@ -72,7 +75,7 @@ def write_dicom(
 
     rng = np.random.default_rng(seed)
     sop_class = "1.2.840.10008.5.1.4.1.1.1"  # Computed Radiography Image Storage
-    sop_uid = generate_uid(entropy_srcs=[patient_id, "sop", str(seed)])
+    sop_uid = uids[2] if uids else generate_uid(entropy_srcs=[patient_id, "sop", str(seed)])
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = sop_class
     meta.MediaStorageSOPInstanceUID = sop_uid
@@ -83,8 +86,8 @@ def write_dicom(
     ds.file_meta = meta
     ds.SOPClassUID = sop_class
     ds.SOPInstanceUID = sop_uid
-    ds.StudyInstanceUID = generate_uid(entropy_srcs=[patient_id, "study", str(seed)])
-    ds.SeriesInstanceUID = generate_uid(entropy_srcs=[patient_id, "series", str(seed)])
+    ds.StudyInstanceUID = uids[0] if uids else generate_uid(entropy_srcs=[patient_id, "study", str(seed)])
+    ds.SeriesInstanceUID = uids[1] if uids else generate_uid(entropy_srcs=[patient_id, "series", str(seed)])
     ds.PatientID = patient_id
     ds.PatientName = patient_id
     ds.PatientSex = "F" if rng.random() < 0.5 else "M"
