@@ -1,0 +1,38 @@
+"""Every task of the registry, 1-2 training iterations on fake data, through the code path of `evaluate`."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from benchmark.run import RunOptions, evaluate
+from tasks.datasets import get_dataset
+from tasks.registry import TASKS
+
+pytestmark = pytest.mark.slow
+
+NIH_CLASSES = ("Atelectasis", "Cardiomegaly", "Effusion", "Infiltrate", "Mass", "Nodule", "Pneumonia", "Pneumothorax")
+
+
+@pytest.mark.parametrize("task", list(TASKS.values()), ids=list(TASKS))
+def test_task_runs_and_records(task, prepared_all, tmp_path):
+    options = RunOptions(max_epochs=1, batch_size=2, progress=False)
+    (record,) = evaluate("resnet18.random", [task], prepared_all, tmp_path, seeds=[0], options=options,
+                         lr_search=False, echo=lambda *a: None)
+    assert record["status"] == "ok", record.get("traceback")
+    assert record["task"] == task.id and record["phase"] == "final" and record["lr"] == task.lr
+    assert record["iterations"] >= 1 and record["epochs_run"] == 1
+    assert record["backbone"]["arch"] == "resnet18" and record["split_hash"]
+    test = record["metrics"]["test"]
+    primary = {"mAP": "mAP", "froc": "froc", "dice": "dice", "mean_class_dice": "dice"}[task.metric]
+    assert record["primary_metric"] == primary and record["test_score"] == test[primary]
+    assert math.isfinite(test[primary]) and 0 <= test[primary] <= 1
+    assert math.isfinite(record["metrics"]["val"]["loss"])
+    if task.metric == "froc":
+        assert {"froc", "froc_box", "froc@0.125", "froc_box@8", "mAP"} <= set(test)
+    if task.dataset == "nih":
+        assert get_dataset("nih").classes == NIH_CLASSES
+        assert {f"dice.{c}" for c in NIH_CLASSES} <= set(test)  # one value per finding
+    if task.kind == "segmentation":
+        assert 0 <= test["dice_per_image"] <= 1
