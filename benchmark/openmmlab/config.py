@@ -7,7 +7,7 @@ from pathlib import Path
 
 from mmengine.config import ConfigDict
 
-from benchmark.backbones import ARCHS, BackboneInfo
+from benchmark.backbones import BackboneInfo, normalization_plan
 from tasks.registry import YOLO_ANCHORS, YOLO_CONF_THR, YOLO_NMS_IOU, TaskSpec
 
 # (head kind, key of the primary validation metric, rule)
@@ -73,12 +73,13 @@ def _detection(task: TaskSpec, s: RunSettings, channels: list[int]) -> dict:
         )
 
     c3, c4, c5 = channels
+    norm = normalization_plan(s.backbone, s.mean, s.std)
     model = dict(
         type="YOLOV3",
         data_preprocessor=dict(
             type="DetDataPreprocessor",
-            mean=[s.mean * 255.0],
-            std=[s.std * 255.0],
+            mean=[norm["mean"] * 255.0],
+            std=[norm["std"] * 255.0],
             bgr_to_rgb=False,
             pad_size_divisor=32,
         ),
@@ -88,6 +89,7 @@ def _detection(task: TaskSpec, s: RunSettings, channels: list[int]) -> dict:
             out_indices=(3, 4, 5),
             frozen=task.frozen,
             warmup_frozen_iters=task.warmup_steps,
+            input_norm=norm["input_norm"],
         ),
         neck=dict(type="YOLOV3Neck", num_scales=3, in_channels=[c5, c4, c3], out_channels=[512, 256, 128]),
         bbox_head=dict(
@@ -143,6 +145,7 @@ def _segmentation(task: TaskSpec, s: RunSettings, channels: list[int]) -> dict:
         dict(type="PackSegInputs", meta_keys=("img_path", "seg_map_path", "ori_shape", "img_shape")),
     ]
     classes = ("background",) + tuple(s.classes)
+    norm = normalization_plan(s.backbone, s.mean, s.std)
 
     def dataset(subset: str, test_mode: bool) -> dict:
         return dict(
@@ -162,8 +165,8 @@ def _segmentation(task: TaskSpec, s: RunSettings, channels: list[int]) -> dict:
         type="EncoderDecoder",
         data_preprocessor=dict(
             type="SegDataPreProcessor",
-            mean=[s.mean * 255.0],
-            std=[s.std * 255.0],
+            mean=[norm["mean"] * 255.0],
+            std=[norm["std"] * 255.0],
             bgr_to_rgb=False,
             pad_val=0,
             seg_pad_val=255,
@@ -175,6 +178,7 @@ def _segmentation(task: TaskSpec, s: RunSettings, channels: list[int]) -> dict:
             out_indices=(5,),
             frozen=task.frozen,
             warmup_frozen_iters=task.warmup_steps,
+            input_norm=norm["input_norm"],
         ),
         # linear head: a 1x1 convolution on C5, logits upsampled bilinearly; no dropout, no norm
         decode_head=dict(
@@ -207,8 +211,7 @@ def _segmentation(task: TaskSpec, s: RunSettings, channels: list[int]) -> dict:
 
 def build_config(task: TaskSpec, s: RunSettings) -> ConfigDict:
     """The full mmengine Runner config of one run."""
-    arch = ARCHS[s.backbone.arch]
-    channels = [arch.channels[i] for i in (3, 4, 5)]
+    channels = [s.backbone.channels[i] for i in (3, 4, 5)]  # as the backbone declares them (C3, C4, C5)
     parts = _detection(task, s, channels) if task.kind == "detection" else _segmentation(task, s, channels)
     monitor = MONITORS[task.kind]
     custom_hooks = [
