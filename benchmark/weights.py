@@ -27,7 +27,8 @@ from pathlib import Path
 import torch
 
 # Names a checkpoint has no business referring to: loading such a file is an attack or an accident worth
-# stopping for, even though the inert unpickler would not run them either.
+# stopping for, even though the inert unpickler would not run them either. (Other names, getattr included,
+# appear in ordinary metadata and are merely replaced by placeholders.)
 _REFUSED_MODULES = (
     "os",
     "posix",
@@ -46,22 +47,14 @@ _REFUSED_MODULES = (
     "codeop",
     "pty",
     "webbrowser",
-    "types",
     "io",
     "_io",
-    "builtins",
-    "__builtin__",
-    "operator",
-    "functools",
-    "commands",
-    "platform",
     "multiprocessing",
     "signal",
     "asyncio",
     "pdb",
     "timeit",
     "tempfile",
-    "glob",
     "urllib",
     "http",
     "requests",
@@ -70,6 +63,22 @@ _REFUSED_MODULES = (
     "torch._ops",
     "torch.jit",
     "torch.utils.cpp_extension",
+)
+_REFUSED_BUILTINS = (
+    "eval",
+    "exec",
+    "compile",
+    "open",
+    "__import__",
+    "input",
+    "breakpoint",
+    "globals",
+    "locals",
+    "vars",
+    "setattr",
+    "delattr",
+    "memoryview",
+    "help",
 )
 # Wrapper keys under which training frameworks store the weights (Lightning / mmengine: state_dict;
 # MedKLIP, MAE, DeiT: model; some others: model_state_dict).
@@ -142,7 +151,32 @@ def _allowed_globals() -> dict[str, object]:
         }
 
 
-def _refused(module: str) -> bool:
+# Plain constructors pickles use for ordinary data (numpy arrays reduce through bytes; copyreg through object).
+_SAFE_BUILTINS = {
+    t.__name__: t
+    for t in (
+        bytes,
+        bytearray,
+        list,
+        dict,
+        tuple,
+        set,
+        frozenset,
+        slice,
+        range,
+        int,
+        float,
+        str,
+        bool,
+        complex,
+        object,
+    )
+}
+
+
+def _refused(module: str, name: str) -> bool:
+    if module in ("builtins", "__builtin__"):
+        return name in _REFUSED_BUILTINS
     return any(module == m or module.startswith(m + ".") for m in _REFUSED_MODULES)
 
 
@@ -161,7 +195,9 @@ class _InertUnpickler(pickle.Unpickler):
             return self.allowed[full]
         if module == "torch" and isinstance(getattr(torch, name, None), torch.dtype):
             return getattr(torch, name)
-        if _refused(module):
+        if module in ("builtins", "__builtin__") and name in _SAFE_BUILTINS:
+            return _SAFE_BUILTINS[name]
+        if _refused(module, name):
             raise UnsafeCheckpointError(f"the pickle calls {full}")
         self.placeholders.add(full)
         return type(name, (_Inert,), {"_global_name": full, "__module__": "cxrbench.inert"})
