@@ -252,3 +252,28 @@ def test_timm_resnet_layout_is_torchvision(tmp_path):
     assert info.format == "torchvision" and info.arch == "resnet18"
     with torch.no_grad():
         assert torch.allclose(enc.eval()(X)[5], model.forward_features(X), atol=1e-5)
+
+
+def test_config_heads_follow_declared_channels_and_convention(net50, tmp_path, data_root):
+    """Heads read the backbone's declared channels; a declared convention moves normalisation into it."""
+    from benchmark.run import RunOptions, plan_run, resolve, runner_config
+    from tasks.registry import get_task
+
+    path = tmp_path / "checkpoint_final.pth"
+    torch.save({"model": make_medklip(net50)}, path)  # C5 = pooled C4: 1024 channels, not 2048
+    options = RunOptions(max_epochs=1, batch_size=2, progress=False)
+    for task_id in ("rsna_yolov3_frozen_10", "rsna_linear_10"):
+        run = plan_run(get_task(task_id), parse_spec(str(path)), data_root, tmp_path, 0, None, options)
+        cfg = runner_config(run, resolve(run, tmp_path, options), options, "cfg-test").model
+        assert cfg.data_preprocessor.mean == [0.0] and cfg.data_preprocessor.std == [255.0]
+        assert cfg.backbone.input_norm == {"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
+        if task_id.startswith("rsna_yolov3"):
+            assert cfg.neck.in_channels == [1024, 1024, 512]
+        else:
+            assert cfg.decode_head.in_channels == 1024
+    task_run = plan_run(
+        get_task("rsna_linear_10"), parse_spec(f"{path}#norm=task"), data_root, tmp_path, 0, None, options
+    )
+    assert task_run.key != run.key  # the input convention is part of the run key
+    cfg = runner_config(task_run, resolve(task_run, tmp_path, options), options, "cfg-test").model
+    assert cfg.backbone.input_norm is None and cfg.data_preprocessor.std[0] != 255.0
