@@ -128,8 +128,13 @@ class BackboneInfo:
         parts = [f"backbone {self.spec}: {self.arch}"]
         if self.conversion:
             c = self.conversion
+            fmt = fmts.FORMATS.get(self.format)
+            title = fmt.title if fmt else self.format
             ignored = ", ".join(f"{n} {r}" for r, n in c["ignored"].items()) or "none"
-            parts.append(f"{self.format} format, {c['mapped']} keys mapped, ignored: {ignored}")
+            where = f" in {c['container']}" if c.get("container") else ""
+            parts.append(
+                f"recognised {title} ({self.format}){where}, {c['mapped']} keys mapped, ignored: {ignored}"
+            )
         elif self.tag != "file":
             parts.append(f"{self.tag} weights")
         parts.append(
@@ -318,10 +323,9 @@ def _resolve_timm(spec: str, rest: str, norm: str, load: bool, folder_arch: str 
     path = tb.resolve_weights_path(Path(path_part).expanduser())
     if not path.is_file():
         raise BackboneError(f"backbone weights file not found: {path} (from spec '{spec}')")
-    state = conv = None
-    if load:
-        conv = tb.check_state(base, load_weights(path).state, str(path))
-        state = conv.state
+    # always checked, even when only parsing: a mismatch should stop a sweep before it trains anything
+    conv = tb.check_state(base, load_weights(path).state, str(path))
+    state = conv.state if load else None
     info = BackboneInfo(
         spec,
         f"timm:{base}",
@@ -330,7 +334,7 @@ def _resolve_timm(spec: str, rest: str, norm: str, load: bool, folder_arch: str 
         sha256_file(path),
         "timm",
         normalization=normalization,
-        conversion=conv.summary() if conv else None,
+        conversion=conv.summary(),
         **fields,
     )
     return _Resolved(info, state, conversion=conv)
