@@ -1,19 +1,27 @@
 """Backbone specs -> encoders that return multi-scale features.
 
-A spec names an architecture and its weights in timm's ``arch.tag`` style, or points at a file:
+A spec names an architecture and its weights in timm's ``arch.tag`` style, points at a file or folder, or
+names a timm model (``cxrbench backbones`` lists them all):
 
 - ``resnet50.random`` / ``resnet18.random`` / ``resnet34.random``: torchvision initialisation (it depends
   on the run's seed).
 - ``resnet50.imagenet`` (and 18/34): torchvision's ImageNet weights (``IMAGENET1K_V1``), read from
   ``$CXRBENCH_WEIGHTS_DIR`` or the torch hub cache, downloaded there when the network allows.
-- ``path/to/weights.{pt,pth,safetensors,bin,ckpt}``: a state dict in torchvision's ResNet key layout, with
-  or without ``fc.*``, with wrapper prefixes such as ``module.``, ``backbone.`` or ``encoder.`` stripped.
-  The architecture is read off the keys. ``resnet18:path`` forces one.
+- ``PATH`` (a ``.pt/.pth/.safetensors/.bin/.ckpt`` file or a folder): the checkpoint format is detected
+  from the keys (:mod:`benchmark.formats`: LoVT / ConVIRT / CLIP, GLoRIA, MGCA, BioViL, BioViL-T, MedKLIP,
+  OpenMMLab, torchvision / timm ResNet) and the image encoder's ResNet is extracted. ``FORMAT:PATH`` insists
+  on one format; ``resnet18:PATH`` on a torchvision layout of that depth. A Hugging Face timm folder
+  (``config.json`` with ``architecture``) is a timm model with its weights.
+- ``timm:NAME`` (random), ``timm:NAME.TAG`` (timm's pretrained weights), ``timm:NAME:FILE`` (local weights):
+  any timm model that supports ``features_only=True`` (:mod:`benchmark.timm_backbones`).
+- A suffix ``#norm=NAME`` chooses the input normalisation: ``task`` (the protocol: the task's own training
+  statistics), ``declared`` (the convention the checkpoint format declares; the default), or ``imagenet`` /
+  ``half`` / ``unit``.
 
-Every encoder returns features ``C0..C5``: C0 is the (3-channel) input itself, C1 the stem output at stride
-2, C2..C5 torchvision's ``layer1..layer4`` at strides 4..32. Which ones a head receives is its
-``out_indices``. Loading never executes code from a checkpoint: safetensors, or ``torch.load`` with
-``weights_only=True``.
+Every encoder delivers levels ``C0..C5`` at strides 1..32 (C0 the input, C1 the stem, C2..C5 ResNet's
+``layer1..layer4``); levels an encoder lacks are resampled from its own (:mod:`benchmark.pyramid`). Which
+levels a head receives is its ``out_indices``; their channels are declared in :class:`BackboneInfo`. Loading
+never executes code from a checkpoint (:mod:`benchmark.weights`).
 """
 
 from __future__ import annotations
@@ -31,13 +39,32 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from benchmark import formats as fmts
+from benchmark.pyramid import NUM_LEVELS, Level, plan_levels, resample
+from benchmark.weights import BackboneError, UnsafeCheckpointError, WeightsFileError, load_weights
+
+__all__ = [
+    "ARCHS",
+    "BackboneError",
+    "BackboneInfo",
+    "BackboneKeyError",
+    "CXRBackbone",
+    "UnsafeCheckpointError",
+    "WeightsFileError",
+    "WeightsUnavailableError",
+    "build_encoder",
+    "parse_spec",
+]
+
 WEIGHT_SUFFIXES = (".pt", ".pth", ".safetensors", ".bin", ".ckpt")
 # Prefixes that training frameworks put in front of the encoder's own keys.
-STRIP_PREFIXES = ("module.", "model.", "backbone.", "encoder.", "image_encoder.", "visual.", "net.")
-
-
-class BackboneError(ValueError):
-    """A backbone spec or weights file cannot be turned into an encoder."""
+STRIP_PREFIXES = fmts.STRIP_PREFIXES
+# Released files recognised by name inside a folder (e.g. a Hugging Face snapshot that also holds a text model).
+KNOWN_FILES = {
+    "biovil_image_resnet50_proj_size_128.pt": "biovil",
+    "biovil_t_image_model_proj_size_128.pt": "biovil-t",
+}
+NORM_CHOICES = ("task", "declared", *fmts.NAMED_NORMS)
 
 
 class BackboneKeyError(BackboneError):
@@ -46,10 +73,6 @@ class BackboneKeyError(BackboneError):
 
 class WeightsUnavailableError(BackboneError):
     """Pretrained weights are not on disk and could not be downloaded."""
-
-
-class UnsafeCheckpointError(BackboneError):
-    """A checkpoint's pickle refers to something other than tensors and plain containers."""
 
 
 @dataclass(frozen=True)
@@ -71,24 +94,55 @@ TAGS = ("random", "imagenet")
 
 @dataclass(frozen=True)
 class BackboneInfo:
-    """What a spec resolves to, before any model is built (goes into run keys and records)."""
+    """What a spec resolves to (goes into run keys and records).
+
+    ``channels`` / ``strides`` are those of the levels C0..C5 exactly as :class:`CXRBackbone` delivers them
+    (heads size themselves from these); ``levels`` says how each one is obtained.
+    """
 
     spec: str
-    arch: str
-    tag: str  # random | imagenet | file
+    arch: str  # resnet18 / resnet34 / resnet50, or timm:NAME
+    tag: str  # random | imagenet | pretrained | file
     path: str | None = None
     sha256: str | None = None
+    format: str | None = None  # checkpoint format of a file (torchvision, gloria, ..., timm)
+    channels: tuple[int, ...] = ()
+    strides: tuple[int, ...] = ()
+    levels: tuple[str, ...] = ()
+    normalization: dict | None = None  # the input convention used instead of the task statistics, if any
+    conversion: dict | None = None  # what the format conversion mapped and ignored
 
     @property
     def name(self) -> str:
         """A file-system friendly name for output folders."""
         if self.tag != "file":
-            return f"{self.arch}.{self.tag}"
+            return re.sub(r"[^A-Za-z0-9_.-]+", "-", f"{self.arch}.{self.tag}")
         stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(self.path or "weights").stem)
         return f"{stem}-{(self.sha256 or '')[:8]}"
 
     def to_dict(self) -> dict:
         return asdict(self) | {"name": self.name}
+
+    def describe(self) -> str:
+        """One line: what was recognised, how much was mapped, and the input convention."""
+        parts = [f"backbone {self.spec}: {self.arch}"]
+        if self.conversion:
+            c = self.conversion
+            fmt = fmts.FORMATS.get(self.format)
+            title = fmt.title if fmt else self.format
+            ignored = ", ".join(f"{n} {r}" for r, n in c["ignored"].items()) or "none"
+            where = f" in {c['container']}" if c.get("container") else ""
+            parts.append(
+                f"recognised {title} ({self.format}){where}, {c['mapped']} keys mapped, ignored: {ignored}"
+            )
+        elif self.tag != "file":
+            parts.append(f"{self.tag} weights")
+        parts.append(
+            "input: task statistics"
+            if self.normalization is None
+            else f"input: {self.normalization['name']} convention ({self.normalization['source']})"
+        )
+        return "; ".join(parts)
 
 
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
@@ -159,53 +213,13 @@ def imagenet_weights_path(arch: str, download: bool | None = None) -> Path:
 
 
 def load_state_dict_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """Read a weights file without executing code: safetensors, or a pickle under ``weights_only=True``.
-
-    Checkpoints that wrap the weights (``{"state_dict": ...}`` as Lightning / mmengine write them, or
-    ``{"model": ...}``) are unwrapped.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise BackboneError(f"backbone weights file not found: {path}")
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        try:
-            return load_file(str(path), device="cpu")
-        except Exception as e:  # safetensors raises its own error types
-            raise BackboneError(f"{path}: not a readable safetensors file ({e})") from e
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        if "weights_only" in str(e) or "Unsupported global" in str(e) or "GLOBAL" in str(e):
-            raise UnsafeCheckpointError(
-                f"refused to load {path}: its pickle refers to objects other than tensors and plain "
-                "containers, and cxrbench never runs code from a checkpoint. Re-save the weights as a plain "
-                f"state dict or safetensors on a machine where you trust the file. Details: {str(e).splitlines()[0]}"
-            ) from e
-        raise BackboneError(f"{path}: cannot read weights ({e})") from e
-    for key in ("state_dict", "model", "model_state_dict"):
-        if isinstance(obj, Mapping) and isinstance(obj.get(key), Mapping):
-            obj = obj[key]
-            break
-    if not isinstance(obj, Mapping):
-        raise BackboneError(
-            f"{path}: expected a state dict (mapping of names to tensors), got {type(obj).__name__}"
-        )
-    return {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
+    """The tensors of a weights file (safetensors, or a pickle read without running code)."""
+    return load_weights(path).state
 
 
 def normalize_keys(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Strip wrapper prefixes shared by all keys and drop the classifier (``fc.*``)."""
-    state = dict(state)
-    changed = True
-    while changed and state:
-        changed = False
-        for prefix in STRIP_PREFIXES:
-            if all(k.startswith(prefix) for k in state):
-                state = {k[len(prefix) :]: v for k, v in state.items()}
-                changed = True
-    return {k: v for k, v in state.items() if not k.startswith("fc.")}
+    return {k: v for k, v in fmts.normalize_keys(state).items() if not k.startswith("fc.")}
 
 
 def infer_arch(keys: Sequence[str]) -> str:
@@ -224,37 +238,180 @@ def infer_arch(keys: Sequence[str]) -> str:
     )
 
 
-def parse_spec(spec: str) -> BackboneInfo:
-    """Resolve a spec string without building the model (cheap, apart from hashing a file)."""
-    arch_forced = None
-    path_part = spec
-    m = re.fullmatch(r"(resnet\d+):(.+)", spec)
+def resnet_levels(arch: str, num_stages: int = 4) -> dict[int, tuple[int, int]]:
+    """Native levels ``{k: (channels, stride)}`` of a torchvision ResNet with ``num_stages`` stages."""
+    a = ARCHS[arch]
+    return {k: (a.channels[k], a.strides[k]) for k in range(1, num_stages + 2)}
+
+
+def _levels_fields(native: Mapping[int, tuple[int, int]]) -> dict:
+    plan = plan_levels(native)
+    return dict(
+        channels=tuple(lv.channels for lv in plan),
+        strides=tuple(lv.stride for lv in plan),
+        levels=tuple(lv.describe() for lv in plan),
+    )
+
+
+def _split_options(spec: str) -> tuple[str, str]:
+    """``SPEC#norm=NAME`` -> (``SPEC``, ``NAME``); the default is ``declared``."""
+    m = re.fullmatch(r"(.+)#norm=([\w-]+)", spec)
+    if not m or os.path.exists(spec):
+        return spec, "declared"
+    base, norm = m.groups()
+    if norm not in NORM_CHOICES:
+        raise BackboneError(
+            f"unknown normalisation '{norm}' in spec '{spec}'; choose one of {', '.join(NORM_CHOICES)}"
+        )
+    return base, norm
+
+
+def _choose_norm(choice: str, declared: fmts.InputNorm | None) -> dict | None:
+    if choice == "task":
+        return None
+    if choice == "declared":
+        return declared.to_dict() if declared else None
+    return fmts.NAMED_NORMS[choice].to_dict()
+
+
+def _folder_weights(folder: Path) -> tuple[Path, str | None]:
+    """The weights file inside a folder (and the format its name implies, if any)."""
+    for name, fmt in KNOWN_FILES.items():
+        if (folder / name).is_file():
+            return folder / name, fmt
+    files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix in WEIGHT_SUFFIXES)
+    if len(files) == 1:
+        return files[0], None
+    if not files:
+        raise BackboneError(f"{folder}: no weights file ({'/'.join(WEIGHT_SUFFIXES)}) in this folder")
+    raise BackboneError(
+        f"{folder}: several weights files ({', '.join(p.name for p in files)}); pass the one holding the image "
+        "encoder as the spec"
+    )
+
+
+@dataclass
+class _Resolved:
+    info: BackboneInfo
+    state: dict[str, torch.Tensor] | None = None  # converted weights (ResNet trunk or timm layout)
+    num_stages: int = 4
+    conversion: fmts.Conversion | None = None
+
+
+def _resolve_timm(spec: str, rest: str, norm: str, load: bool, folder_arch: str | None = None) -> _Resolved:
+    from benchmark import timm_backbones as tb
+
+    name, _, path_part = rest.partition(":")
+    if folder_arch is not None:
+        name, path_part = folder_arch, rest
+    base, tag = tb.split_name(name)
+    _, native = tb.feature_plan(base)
+    fields = _levels_fields(native)
+    normalization = _choose_norm(norm, None)
+    if not path_part:
+        tag_kind = "pretrained" if tag else "random"
+        if tag and tb.offline():
+            raise WeightsUnavailableError(
+                f"timm's pretrained weights for '{name}' need the network (offline mode: CXRBENCH_OFFLINE). "
+                f"Save them on a machine with internet access (timm.create_model('{name}', pretrained=True)"
+                f".state_dict() to a .safetensors file) and pass timm:{base}:FILE."
+            )
+        info = BackboneInfo(
+            spec, f"timm:{name}", tag_kind, format="timm", normalization=normalization, **fields
+        )
+        return _Resolved(info)
+    path = tb.resolve_weights_path(Path(path_part).expanduser())
+    if not path.is_file():
+        raise BackboneError(f"backbone weights file not found: {path} (from spec '{spec}')")
+    # always checked, even when only parsing: a mismatch should stop a sweep before it trains anything
+    conv = tb.check_state(base, load_weights(path).state, str(path))
+    state = conv.state if load else None
+    info = BackboneInfo(
+        spec,
+        f"timm:{base}",
+        "file",
+        str(path.resolve()),
+        sha256_file(path),
+        "timm",
+        normalization=normalization,
+        conversion=conv.summary(),
+        **fields,
+    )
+    return _Resolved(info, state, conversion=conv)
+
+
+def _resolve_file(spec: str, path: Path, norm: str, fmt: str | None, arch: str | None) -> _Resolved:
+    if path.is_dir():
+        from benchmark.timm_backbones import read_hf_architecture
+
+        timm_arch = read_hf_architecture(path)
+        if timm_arch and fmt is None and arch is None:
+            return _resolve_timm(spec, str(path), norm, load=True, folder_arch=timm_arch)
+        path, implied = _folder_weights(path)
+        fmt = fmt or implied
+    if not path.is_file():
+        raise BackboneError(f"backbone weights file not found: {path} (from spec '{spec}')")
+    loaded = load_weights(path)
+    conv = fmts.convert(loaded.state, str(path), "torchvision" if arch else fmt)
+    arch = arch or infer_arch(list(conv.state))
+    declared = fmts.get_format(conv.format).normalization
+    summary = conv.summary() | {"container": loaded.container}
+    if loaded.placeholders:
+        summary["not_loaded_objects"] = list(loaded.placeholders)
+    info = BackboneInfo(
+        spec,
+        arch,
+        "file",
+        str(path.resolve()),
+        sha256_file(path),
+        conv.format,
+        normalization=_choose_norm(norm, declared),
+        conversion=summary,
+        **_levels_fields(resnet_levels(arch, conv.num_stages)),
+    )
+    return _Resolved(info, conv.state, conv.num_stages, conv)
+
+
+def resolve(spec: str, load: bool = True) -> _Resolved:
+    """Resolve a spec; with ``load``, also read and convert its weights (one read of the file)."""
+    base, norm = _split_options(spec)
+    if os.path.exists(base):
+        return _resolve_file(spec, Path(base), norm, None, None)
+    m = re.fullmatch(r"(resnet\d+)\.(\w+)", base)
     if m:
-        arch_forced, path_part = m.group(1), m.group(2)
-    m = re.fullmatch(r"(resnet\d+)\.(\w+)", spec)
-    if m and not os.path.exists(spec):
         arch, tag = m.groups()
         if arch not in ARCHS:
             raise BackboneError(f"unknown architecture '{arch}' in spec '{spec}'; known: {', '.join(ARCHS)}")
         if tag not in TAGS:
             raise BackboneError(f"unknown weights tag '{tag}' in spec '{spec}'; known: {', '.join(TAGS)}")
-        return BackboneInfo(spec=spec, arch=arch, tag=tag)
-    path = Path(path_part).expanduser()
-    if path.suffix in WEIGHT_SUFFIXES or path.exists():
-        if not path.is_file():
-            raise BackboneError(f"backbone weights file not found: {path} (from spec '{spec}')")
-        if arch_forced is not None and arch_forced not in ARCHS:
-            raise BackboneError(
-                f"unknown architecture '{arch_forced}' in spec '{spec}'; known: {', '.join(ARCHS)}"
-            )
-        arch = arch_forced or infer_arch(list(normalize_keys(load_state_dict_file(path))))
-        return BackboneInfo(
-            spec=spec, arch=arch, tag="file", path=str(path.resolve()), sha256=sha256_file(path)
-        )
+        fields = _levels_fields(resnet_levels(arch))
+        return _Resolved(BackboneInfo(spec, arch, tag, normalization=_choose_norm(norm, None), **fields))
+    m = re.fullmatch(r"([A-Za-z][\w-]*):(.+)", base)
+    if m:
+        head, rest = m.groups()
+        if head == "timm":
+            return _resolve_timm(spec, rest, norm, load)
+        if re.fullmatch(r"resnet\d+", head) and head not in ARCHS:
+            raise BackboneError(f"unknown architecture '{head}' in spec '{spec}'; known: {', '.join(ARCHS)}")
+        if head in ARCHS or head in fmts.FORMATS or head in fmts.FORMAT_ALIASES:
+            path = Path(rest).expanduser()
+            if not path.exists():
+                raise BackboneError(f"backbone weights file not found: {path} (from spec '{spec}')")
+            if head in ARCHS:
+                return _resolve_file(spec, path, norm, None, head)
+            return _resolve_file(spec, path, norm, head, None)
+    if Path(base).suffix in WEIGHT_SUFFIXES:
+        raise BackboneError(f"backbone weights file not found: {base} (from spec '{spec}')")
     raise BackboneError(
-        f"cannot parse backbone spec '{spec}': use ARCH.TAG ({', '.join(ARCHS)} x {', '.join(TAGS)}) "
-        f"or a path to a {'/'.join(WEIGHT_SUFFIXES)} file"
+        f"cannot parse backbone spec '{spec}': use ARCH.TAG ({', '.join(ARCHS)} x {', '.join(TAGS)}), a path to a "
+        f"{'/'.join(WEIGHT_SUFFIXES)} file or folder, FORMAT:PATH ({', '.join(fmts.FORMATS)}), or timm:MODEL "
+        "(see `cxrbench backbones`)"
     )
+
+
+def parse_spec(spec: str) -> BackboneInfo:
+    """Resolve a spec without building the model (reads and hashes a weights file to recognise its format)."""
+    return resolve(spec, load=False).info
 
 
 def check_and_load(model: nn.Module, state: Mapping[str, torch.Tensor], source: str) -> None:
@@ -263,15 +420,10 @@ def check_and_load(model: nn.Module, state: Mapping[str, torch.Tensor], source: 
     missing = sorted(k for k in expected if k not in state and not k.endswith("num_batches_tracked"))
     unexpected = sorted(k for k in state if k not in expected)
     if missing or unexpected:
-
-        def show(keys: list[str]) -> str:
-            head = ", ".join(keys[:12])
-            return f"{head}, ... ({len(keys)} in all)" if len(keys) > 12 else head or "none"
-
         raise BackboneKeyError(
             f"{source}: weights do not match the {type(model).__name__} layout.\n"
-            f"  missing keys ({len(missing)}): {show(missing)}\n"
-            f"  unexpected keys ({len(unexpected)}): {show(unexpected)}"
+            f"  missing keys ({len(missing)}): {fmts.show_keys(missing)}\n"
+            f"  unexpected keys ({len(unexpected)}): {fmts.show_keys(unexpected)}"
         )
     for k, v in state.items():
         if v.shape != expected[k].shape:
@@ -283,36 +435,88 @@ def check_and_load(model: nn.Module, state: Mapping[str, torch.Tensor], source: 
 
 
 class ResNetFeatures(nn.Module):
-    """A torchvision ResNet that returns C0..C5 instead of class logits."""
+    """A torchvision ResNet that returns ``{k: Ck}`` instead of class logits.
 
-    def __init__(self, arch: str) -> None:
+    Args:
+        arch: resnet18 / resnet34 / resnet50.
+        num_stages: 4, or 3 for encoders that end at ``layer3`` (MedKLIP): C5 is then absent.
+    """
+
+    def __init__(self, arch: str, num_stages: int = 4) -> None:
         super().__init__()
         import torchvision.models as tvm
 
         net = getattr(tvm, arch)(weights=None)
         self.arch = ARCHS[arch]
+        self.native = resnet_levels(arch, num_stages)
         self.conv1, self.bn1, self.relu, self.maxpool = net.conv1, net.bn1, net.relu, net.maxpool
-        self.layer1, self.layer2, self.layer3, self.layer4 = net.layer1, net.layer2, net.layer3, net.layer4
+        self.layer1, self.layer2, self.layer3 = net.layer1, net.layer2, net.layer3
+        self.layer4 = net.layer4 if num_stages == 4 else None
 
-    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+    def forward(self, x: torch.Tensor) -> dict[int, torch.Tensor]:
         c1 = self.relu(self.bn1(self.conv1(x)))
         c2 = self.layer1(self.maxpool(c1))
         c3 = self.layer2(c2)
         c4 = self.layer3(c3)
-        c5 = self.layer4(c4)
-        return [x, c1, c2, c3, c4, c5]
+        out = {0: x, 1: c1, 2: c2, 3: c3, 4: c4}
+        if self.layer4 is not None:
+            out[5] = self.layer4(c4)
+        return out
 
 
-def build_encoder(spec: str | BackboneInfo) -> tuple[ResNetFeatures, BackboneInfo]:
-    """Build the encoder of a spec with its weights loaded."""
-    info = spec if isinstance(spec, BackboneInfo) else parse_spec(spec)
-    model = ResNetFeatures(info.arch)
+def build_encoder(spec: str | BackboneInfo) -> tuple[nn.Module, BackboneInfo]:
+    """Build the encoder of a spec with its weights loaded (``encoder.native`` lists its own levels)."""
+    r = resolve(spec.spec if isinstance(spec, BackboneInfo) else spec, load=True)
+    info = r.info
+    if info.arch.startswith("timm:"):
+        from benchmark.timm_backbones import TimmFeatures
+
+        model = TimmFeatures(info.arch[len("timm:") :], state=r.state, pretrained=info.tag == "pretrained")
+        return model, info
+    model = ResNetFeatures(info.arch, r.num_stages)
     if info.tag == "imagenet":
         path = imagenet_weights_path(info.arch)
         check_and_load(model, normalize_keys(load_state_dict_file(path)), str(path))
     elif info.tag == "file":
-        check_and_load(model, normalize_keys(load_state_dict_file(info.path)), info.path)
+        check_and_load(model, r.state, info.path)
     return model, info
+
+
+def normalization_plan(
+    info: BackboneInfo, task_mean: float, task_std: float, source: str = "task training-subset statistics"
+) -> dict:
+    """How inputs are normalised for a backbone, and what the record says about it.
+
+    The protocol normalises with the task's own training statistics (one channel, in the data preprocessor).
+    An encoder whose format declares another convention gets its input on [0, 1] from the preprocessor and
+    the per-channel convention inside :class:`CXRBackbone`, after the grey channel is repeated to three.
+
+    Returns:
+        ``mean`` / ``std`` for the data preprocessor (on the [0, 1] scale), ``input_norm`` for
+        :class:`CXRBackbone` (None or the convention), and ``record`` for the run record.
+    """
+    if info.normalization is None:
+        return {
+            "mean": task_mean,
+            "std": task_std,
+            "input_norm": None,
+            "record": {"mean": task_mean, "std": task_std, "source": source},
+        }
+    n = info.normalization
+    return {
+        "mean": 0.0,
+        "std": 1.0,
+        "input_norm": {"mean": list(n["mean"]), "std": list(n["std"])},
+        "record": {
+            "convention": n["name"],
+            "mean": list(n["mean"]),
+            "std": list(n["std"]),
+            "scale": "[0, 1] image repeated to 3 channels",
+            "source": n["source"],
+            "task_mean": task_mean,
+            "task_std": task_std,
+        },
+    }
 
 
 class CXRBackbone(nn.Module):
@@ -323,10 +527,14 @@ class CXRBackbone(nn.Module):
 
     Args:
         spec: backbone spec (see module docstring).
-        out_indices: which of C0..C5 to return, in increasing depth.
+        out_indices: which of C0..C5 to return, in increasing depth; each at stride ``2**k`` with the
+            channels ``BackboneInfo.channels[k]`` (levels the encoder lacks are resampled, parameter-free).
         frozen: encoder weights and BatchNorm statistics stay fixed for the whole run (eval mode, no grads).
         warmup_frozen_iters: finetune only; the encoder is frozen for this many iterations first
             (``FinetuneWarmupHook`` unfreezes it).
+        input_norm: ``{"mean": [3], "std": [3]}``: the input arrives on [0, 1] and gets this per-channel
+            normalisation after the grey channel is repeated (see :func:`normalization_plan`); None: the
+            data preprocessor has normalised already.
     """
 
     def __init__(
@@ -335,20 +543,31 @@ class CXRBackbone(nn.Module):
         out_indices: Sequence[int] = (3, 4, 5),
         frozen: bool = False,
         warmup_frozen_iters: int = 0,
+        input_norm: Mapping | None = None,
     ) -> None:
         super().__init__()
         if frozen and warmup_frozen_iters:
             raise ValueError("warmup_frozen_iters only applies to finetuning (frozen=False)")
         if (
             not out_indices
-            or any(i not in range(6) for i in out_indices)
+            or any(i not in range(NUM_LEVELS) for i in out_indices)
             or list(out_indices) != sorted(out_indices)
         ):
             raise ValueError(f"out_indices must be increasing indices of C0..C5, got {out_indices}")
         self.encoder, self.info = build_encoder(spec)
         self.out_indices = tuple(out_indices)
-        self.channels = [self.encoder.arch.channels[i] for i in self.out_indices]
-        self.strides = [self.encoder.arch.strides[i] for i in self.out_indices]
+        self.levels: tuple[Level, ...] = plan_levels(self.encoder.native, self.out_indices)
+        self.channels = [lv.channels for lv in self.levels]
+        self.strides = [lv.stride for lv in self.levels]
+        if input_norm is not None:
+            self.register_buffer(
+                "input_mean", torch.tensor(input_norm["mean"]).view(1, -1, 1, 1), persistent=False
+            )
+            self.register_buffer(
+                "input_std", torch.tensor(input_norm["std"]).view(1, -1, 1, 1), persistent=False
+            )
+        else:
+            self.input_mean = self.input_std = None
         self.frozen = frozen
         self.warmup_frozen_iters = int(warmup_frozen_iters)
         self.encoder_frozen = False
@@ -378,9 +597,12 @@ class CXRBackbone(nn.Module):
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
         if x.shape[1] == 1:  # grey-scale input, normalised with one mean/std: repeat to 3 channels
             x = x.expand(-1, 3, -1, -1)
+        if self.input_mean is not None:
+            x = (x - self.input_mean) / self.input_std
         if self.encoder_frozen:
             with torch.no_grad():
                 feats = self.encoder(x)
         else:
             feats = self.encoder(x)
-        return tuple(feats[i] for i in self.out_indices)
+        hw = (x.shape[-2], x.shape[-1])
+        return tuple(resample(feats[lv.source], lv, hw) for lv in self.levels)

@@ -245,6 +245,35 @@ def _cmd_leaderboard(args) -> int:
     return 0
 
 
+def _cmd_backbones(args) -> int:
+    from benchmark.catalog import catalog, format_catalog
+
+    cat = catalog()
+    print(json.dumps(cat, indent=2) if args.json else format_catalog(cat))
+    return 0
+
+
+def _cmd_inspect(args) -> int:
+    from benchmark.backbones import BackboneError
+    from benchmark.catalog import export_state, format_report, inspect_weights
+
+    try:
+        report = inspect_weights(args.file, args.format)
+    except BackboneError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    state = report.pop("_state", None)
+    print(json.dumps(report, indent=2) if args.json else format_report(report))
+    if not report["ok"]:
+        return 1
+    if args.export:
+        out = export_state(state, args.export)
+        print(
+            f"exported {len(state)} tensors (plain {report['format'] == 'timm' and 'timm' or 'torchvision'} layout) to {out}"
+        )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="cxrbench", description="Localized downstream benchmark for chest X-ray encoders."
@@ -304,7 +333,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument(
         "--backbone",
         required=True,
-        help="resnet50.random | resnet50.imagenet | path/to/weights.{pt,pth,safetensors}",
+        help="resnet50.random | resnet50.imagenet | path/to/weights | FORMAT:path | timm:NAME[:path] "
+        "(see `cxrbench backbones`)",
     )
     e.add_argument("--tasks", required=True, help="comma-separated task ids, dataset names, or 'all'")
     e.add_argument("--data", required=True, help="data root holding prepared datasets (the --out of prepare)")
@@ -372,6 +402,26 @@ def build_parser() -> argparse.ArgumentParser:
     lb.add_argument("--no-plots", action="store_true", help="no PNG plots")
     lb.add_argument("--alpha", type=float, default=0.05, help="family-wise significance level (default 0.05)")
     lb.set_defaults(func=_cmd_leaderboard)
+
+    b = sub.add_parser("backbones", help="list the accepted backbone specs and checkpoint formats")
+    b.add_argument("--json", action="store_true", help="machine-readable output")
+    b.set_defaults(func=_cmd_backbones)
+
+    i = sub.add_parser(
+        "inspect", help="report a weights file's format, mapped / ignored keys, parameters and sha256"
+    )
+    i.add_argument("file", help="weights file (.pt/.pth/.safetensors/.bin/.ckpt) or folder")
+    i.add_argument(
+        "--format", default=None, help="insist on a format (see `cxrbench backbones`) or timm:NAME"
+    )
+    i.add_argument("--json", action="store_true", help="machine-readable output")
+    i.add_argument(
+        "--export",
+        default=None,
+        metavar="OUT.safetensors",
+        help="also write the converted image encoder weights",
+    )
+    i.set_defaults(func=_cmd_inspect)
     return p
 
 

@@ -41,6 +41,8 @@ def run_key(
         "overrides": overrides or {},
         "code_version": CODE_VERSION,
     }
+    if backbone.get("normalization"):  # an input convention other than the task statistics changes results
+        payload["backbone"]["normalization"] = backbone["normalization"]
     text = json.dumps(payload, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmark.backbones import BackboneInfo, parse_spec
+from benchmark.backbones import BackboneInfo, normalization_plan, parse_spec
 from benchmark.records import SCHEMA_VERSION, read_record, record_path, run_key, versions, write_record
 from tasks.datasets import get_dataset
 from tasks.prepare import load_manifest, prepared_dir
@@ -189,7 +189,9 @@ def execute(run: PlannedRun, out_dir, options: RunOptions) -> dict:
             "subsets": run.manifest.get("subsets"),
         },
         "split_hash": run.manifest["split_hash"],
-        "normalization": {"mean": r.mean, "std": r.std, "source": f"prepared {r.subset} statistics"},
+        "normalization": normalization_plan(run.backbone, r.mean, r.std, f"prepared {r.subset} statistics")[
+            "record"
+        ],
         "overrides": _overrides(options),
         "batch_size": r.batch_size,
         "max_epochs": r.max_epochs,
@@ -346,6 +348,7 @@ def evaluate(
     if len(set(seeds)) != len(seeds):
         raise ValueError(f"seeds must be distinct, got {seeds}")
     backbone = parse_spec(backbone_spec)
+    echo(backbone.describe())
     for task in tasks:
         check_dataset_prepared(data_root, task)
         get_dataset(task.dataset)

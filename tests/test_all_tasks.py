@@ -12,14 +12,31 @@ from tasks.registry import TASKS
 
 pytestmark = pytest.mark.slow
 
-NIH_CLASSES = ("Atelectasis", "Cardiomegaly", "Effusion", "Infiltrate", "Mass", "Nodule", "Pneumonia", "Pneumothorax")
+NIH_CLASSES = (
+    "Atelectasis",
+    "Cardiomegaly",
+    "Effusion",
+    "Infiltrate",
+    "Mass",
+    "Nodule",
+    "Pneumonia",
+    "Pneumothorax",
+)
 
 
 @pytest.mark.parametrize("task", list(TASKS.values()), ids=list(TASKS))
 def test_task_runs_and_records(task, prepared_all, tmp_path):
     options = RunOptions(max_epochs=1, batch_size=2, progress=False)
-    (record,) = evaluate("resnet18.random", [task], prepared_all, tmp_path, seeds=[0], options=options,
-                         lr_search=False, echo=lambda *a: None)
+    (record,) = evaluate(
+        "resnet18.random",
+        [task],
+        prepared_all,
+        tmp_path,
+        seeds=[0],
+        options=options,
+        lr_search=False,
+        echo=lambda *a: None,
+    )
     assert record["status"] == "ok", record.get("traceback")
     assert record["task"] == task.id and record["phase"] == "final" and record["lr"] == task.lr
     assert record["iterations"] >= 1 and record["epochs_run"] == 1

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from mmengine.config import ConfigDict
 
-from benchmark.backbones import ARCHS, BackboneInfo
+from benchmark.backbones import BackboneInfo, normalization_plan
 from tasks.registry import YOLO_ANCHORS, YOLO_CONF_THR, YOLO_NMS_IOU, TaskSpec
 
 # key of the validation metric that picks the best checkpoint and stops early, per task metric
@@ -76,12 +76,13 @@ def _detection(task: TaskSpec, s: RunSettings, channels: list[int]) -> dict:
 
     c3, c4, c5 = channels[3:6]
     metric = "CXRFROCMetric" if task.metric == "froc" else "CXRDetectionMetric"
+    norm = normalization_plan(s.backbone, s.mean, s.std)
     model = dict(
         type="YOLOV3",
         data_preprocessor=dict(
             type="DetDataPreprocessor",
-            mean=[s.mean * 255.0],
-            std=[s.std * 255.0],
+            mean=[norm["mean"] * 255.0],
+            std=[norm["std"] * 255.0],
             bgr_to_rgb=False,
             pad_size_divisor=32,
         ),
@@ -91,6 +92,7 @@ def _detection(task: TaskSpec, s: RunSettings, channels: list[int]) -> dict:
             out_indices=(3, 4, 5),
             frozen=task.frozen,
             warmup_frozen_iters=task.warmup_steps,
+            input_norm=norm["input_norm"],
         ),
         neck=dict(type="YOLOV3Neck", num_scales=3, in_channels=[c5, c4, c3], out_channels=[512, 256, 128]),
         bbox_head=dict(
@@ -149,6 +151,7 @@ def _segmentation(task: TaskSpec, s: RunSettings, channels: list[int]) -> dict:
         load_masks,
         dict(type="PackSegInputs", meta_keys=("img_path", "seg_map_path", "ori_shape", "img_shape")),
     ]
+    norm = normalization_plan(s.backbone, s.mean, s.std)
 
     def dataset(subset: str, test_mode: bool) -> dict:
         return dict(
@@ -198,8 +201,8 @@ def _segmentation(task: TaskSpec, s: RunSettings, channels: list[int]) -> dict:
         type="CXRMultiLabelEncoderDecoder" if multi else "EncoderDecoder",
         data_preprocessor=dict(
             type="SegDataPreProcessor",
-            mean=[s.mean * 255.0],
-            std=[s.std * 255.0],
+            mean=[norm["mean"] * 255.0],
+            std=[norm["std"] * 255.0],
             bgr_to_rgb=False,
             pad_val=0,
             seg_pad_val=255,
@@ -211,6 +214,7 @@ def _segmentation(task: TaskSpec, s: RunSettings, channels: list[int]) -> dict:
             out_indices=out_indices,
             frozen=task.frozen,
             warmup_frozen_iters=task.warmup_steps,
+            input_norm=norm["input_norm"],
         ),
         decode_head=head,
         train_cfg=dict(),
@@ -229,7 +233,7 @@ def _segmentation(task: TaskSpec, s: RunSettings, channels: list[int]) -> dict:
 
 def build_config(task: TaskSpec, s: RunSettings) -> ConfigDict:
     """The full mmengine Runner config of one run."""
-    channels = list(ARCHS[s.backbone.arch].channels)  # C0..C5 as the backbone declares them
+    channels = list(s.backbone.channels)  # C0..C5 as the backbone declares them
     parts = _detection(task, s, channels) if task.kind == "detection" else _segmentation(task, s, channels)
     monitor = MONITORS[task.metric]
     custom_hooks = [

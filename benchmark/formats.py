@@ -1,0 +1,617 @@
+"""Checkpoint formats of public chest X-ray pretraining methods -> torchvision ResNet trunk weights.
+
+Each format knows where its method keeps the image encoder's ResNet in a released checkpoint, which other
+keys belong to the image encoder (projection heads, poolers: ignored and counted), which belong elsewhere
+(text encoder, alignment and loss modules: ignored and counted), and which input convention the method
+trained with. Anything under the image encoder that fits none of these is an error listing the keys: a
+silently dropped stage would make every number downstream wrong.
+
+The key layouts were read off the methods' public code; each converter cites the file (``repo:path``).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+
+import torch
+
+from benchmark.weights import BackboneError
+
+# Prefixes that training frameworks put in front of all keys of a plain model.
+STRIP_PREFIXES = ("module.", "model.", "backbone.", "encoder.", "image_encoder.", "visual.", "net.")
+TRUNK = re.compile(r"^(conv1|bn1|layer[1-4])\.")
+
+
+class FormatError(BackboneError):
+    """A weights file does not have the layout of the format it was given as (or of any known format)."""
+
+
+class UnmappedKeysError(FormatError):
+    """Keys of the image encoder that no rule maps or knowingly ignores."""
+
+
+@dataclass(frozen=True)
+class InputNorm:
+    """An input convention: per-channel mean / std applied to a 3-channel image on [0, 1]."""
+
+    name: str
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    source: str
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "mean": list(self.mean), "std": list(self.std), "source": self.source}
+
+
+# Named conventions a spec can ask for (``SPEC#norm=NAME``); ``task`` is the protocol's default.
+NAMED_NORMS = {
+    "imagenet": InputNorm(
+        "imagenet", (0.485, 0.456, 0.406), (0.229, 0.224, 0.225), "ImageNet statistics (torchvision)"
+    ),
+    "half": InputNorm("half", (0.5, 0.5, 0.5), (0.5, 0.5, 0.5), "(x - 0.5) / 0.5, i.e. [-1, 1]"),
+    "unit": InputNorm("unit", (0.0, 0.0, 0.0), (1.0, 1.0, 1.0), "[0, 1], no mean/std normalisation"),
+}
+
+
+@dataclass
+class Conversion:
+    """The outcome of converting a checkpoint: torchvision ResNet trunk keys, plus the accounting."""
+
+    format: str
+    state: dict[str, torch.Tensor]  # torchvision ResNet keys (conv1, bn1, layer1..layer4)
+    prefix: str = ""  # where the trunk was found in the file
+    num_stages: int = 4  # 3: the method's encoder ends at layer3 (C4)
+    ignored: dict[str, list[str]] = field(default_factory=dict)  # reason -> keys
+    unmapped: list[str] = field(default_factory=list)  # image-encoder keys that fit no rule
+
+    @property
+    def mapped(self) -> int:
+        return len(self.state)
+
+    def summary(self) -> dict:
+        """Counts for records and messages (no tensors)."""
+        return {
+            "format": self.format,
+            "prefix": self.prefix,
+            "mapped": self.mapped,
+            "num_stages": self.num_stages,
+            "ignored": {reason: len(keys) for reason, keys in self.ignored.items()},
+        }
+
+    def describe(self) -> str:
+        ignored = ", ".join(f"{len(k)} {reason}" for reason, k in self.ignored.items()) or "none"
+        where = f" under '{self.prefix}'" if self.prefix else ""
+        return f"mapped {self.mapped} image-encoder keys{where}; ignored {ignored}"
+
+
+@dataclass(frozen=True)
+class CheckpointFormat:
+    """A released checkpoint layout: how to find, convert and describe its image encoder."""
+
+    name: str
+    title: str
+    methods: str
+    files: str  # what the released files look like
+    source: str  # repo:path of the code that defines the layout
+    detect: Callable[[Iterable[str]], str | None]  # -> trunk prefix, or None
+    convert: Callable[[Mapping[str, torch.Tensor], str], Conversion]
+    example: str
+    normalization: InputNorm | None = None  # None: the protocol's task statistics
+    expected: str = ""  # an example key, for error messages
+
+
+def show_keys(keys: list[str], n: int = 12) -> str:
+    head = ", ".join(keys[:n])
+    return f"{head}, ... ({len(keys)} in all)" if len(keys) > n else head or "none"
+
+
+def normalize_keys(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Strip wrapper prefixes shared by all keys (``module.``, ``backbone.``, ...)."""
+    state = dict(state)
+    changed = True
+    while changed and state:
+        changed = False
+        for prefix in STRIP_PREFIXES:
+            if all(k.startswith(prefix) for k in state):
+                state = {k[len(prefix) :]: v for k, v in state.items()}
+                changed = True
+    return state
+
+
+def _find_prefix(keys: Iterable[str], marker: str, probe: str = "layer1.0.conv1.weight") -> str | None:
+    """The (unique, shortest) prefix P ending in ``marker`` such that ``P + probe`` is a key."""
+    rx = re.compile(rf"^((?:.*\.)?{marker})" + re.escape(probe) + "$")
+    found = sorted({m.group(1) for k in keys if (m := rx.match(k))}, key=len)
+    return found[0] if found else None
+
+
+def _split(
+    state: Mapping[str, torch.Tensor],
+    fmt: str,
+    trunk_prefix: str,
+    encoder_prefix: str,
+    encoder_extras: Mapping[str, str],
+    outside: Mapping[str, str],
+    rename: Callable[[str], str | None] | None = None,
+    default_outside: str = "keys of other modules",
+) -> Conversion:
+    """Sort a checkpoint's keys into trunk / ignored / unmapped.
+
+    Args:
+        trunk_prefix: keys starting here are the ResNet (stripped; ``rename`` maps what remains).
+        encoder_prefix: the image encoder's own prefix (contains ``trunk_prefix``).
+        encoder_extras: sub-prefixes of the image encoder that are knowingly ignored -> reason.
+        outside: regexes for keys outside the image encoder -> reason (first match wins).
+    """
+    conv = Conversion(fmt, {}, prefix=trunk_prefix)
+
+    def ignore(reason: str, key: str) -> None:
+        conv.ignored.setdefault(reason, []).append(key)
+
+    for key, value in state.items():
+        if key.startswith(trunk_prefix):
+            rest = key[len(trunk_prefix) :]
+            if rest.startswith("fc."):  # the ImageNet classifier some methods keep but never use
+                ignore("classifier (fc) keys", key)
+                continue
+            new = rename(rest) if rename else rest
+            if new is None or not TRUNK.match(new):
+                conv.unmapped.append(key)
+            else:
+                conv.state[new] = value
+        elif key.startswith(encoder_prefix):
+            rest = key[len(encoder_prefix) :]
+            reason = next((r for p, r in encoder_extras.items() if rest.startswith(p)), None)
+            if reason is None:
+                conv.unmapped.append(key)
+            else:
+                ignore(reason, key)
+        else:
+            reason = next((r for p, r in outside.items() if re.match(p, key)), default_outside)
+            ignore(reason, key)
+    return conv
+
+
+# ----------------------------------------------------------------------------------------------------------
+# torchvision / timm ResNet layout (also LoVT's exported backbone_weights.pt and cxrbench's pretrain export)
+
+
+def _detect_torchvision(keys: Iterable[str]) -> str | None:
+    keys = set(normalize_keys(dict.fromkeys(keys, None)))
+    return "" if {"conv1.weight", "layer1.0.conv1.weight"} <= keys else None
+
+
+def _convert_torchvision(state: Mapping[str, torch.Tensor], prefix: str) -> Conversion:
+    # torchvision/models/resnet.py (pytorch/vision) and timm/models/resnet.py (huggingface/pytorch-image-models)
+    # share the key names conv1, bn1, layer1..layer4 (downsample.0/1), fc; LoVT saves exactly
+    # `torch.save(backbone_model.state_dict(), 'backbone_weights.pt')` (philip-mueller/lovt:
+    # src/baselines/baseline_utils.py, export_pretrained_weights).
+    norm = normalize_keys(state)
+    conv = Conversion("torchvision", {}, prefix="")
+    for k, v in norm.items():
+        if k.startswith("fc."):
+            conv.ignored.setdefault("classifier (fc) keys", []).append(k)
+        else:
+            conv.state[k] = v  # anything else is checked against the architecture by check_and_load
+    conv.num_stages = 4 if any(k.startswith("layer4.") for k in conv.state) else 3
+    return conv
+
+
+# ----------------------------------------------------------------------------------------------------------
+# LoVT / ConVIRT / CLIP (LoVT's code): Lightning checkpoint of BiModalModelRepresentationLearner
+
+
+def _detect_lovt(keys: Iterable[str]) -> str | None:
+    return _find_prefix(keys, r"encoder\.feature_extractor\.backbone_layers\.")
+
+
+def _convert_lovt(state: Mapping[str, torch.Tensor], prefix: str) -> Conversion:
+    # philip-mueller/lovt: src/models/pretraining/bimodal_alignment_model.py - the LightningModule holds
+    # model_a / model_b = ModalityModel(encoder, project_local, project_global), ll_attention, loss_module;
+    # src/models/image/scan_encoder.py - ScanEncoderModel.feature_extractor (+ global_aggregator,
+    # region_pos_embeddings); src/models/image/resnet.py - ResNetFeatureExtractor.backbone_layers =
+    # ModuleDict(conv1, bn1, relu, maxpool, layer1..layer4) of a torchvision ResNet.
+    encoder_prefix = prefix[: -len("feature_extractor.backbone_layers.")]  # e.g. model_a.encoder.
+    modality = encoder_prefix[: -len("encoder.")]  # e.g. model_a.
+    outside = {re.escape(modality) + r"project_(local|global)\.": "projection-head keys"}
+    m = re.fullmatch(r"(.*)model_([ab])\.", modality)
+    if m:  # the other modality model is the report encoder
+        other = f"{m.group(1)}model_{'b' if m.group(2) == 'a' else 'a'}."
+        outside[re.escape(other)] = "report (text) encoder keys"
+    outside[r"(.*\.)?(ll_attention|loss_module|lweights_a|lweights_b)\."] = "alignment / loss keys"
+    return _split(
+        state,
+        "lovt",
+        prefix,
+        encoder_prefix,
+        {
+            "global_aggregator.": "global aggregator keys (attention pooling for the global embedding)",
+            "region_pos_embeddings": "region positional-embedding keys",
+        },
+        outside,
+    )
+
+
+# ----------------------------------------------------------------------------------------------------------
+# GLoRIA: Lightning checkpoint of PretrainModel (self.gloria = GLoRIA(img_encoder, text_encoder))
+
+
+def _detect_gloria(keys: Iterable[str]) -> str | None:
+    return _find_prefix(keys, r"img_encoder\.model\.")
+
+
+def _convert_gloria(state: Mapping[str, torch.Tensor], prefix: str) -> Conversion:
+    # marshuang80/gloria: gloria/lightning/pretrain_model.py (PretrainModel.gloria),
+    # gloria/models/gloria_model.py (GLoRIA.img_encoder / .text_encoder), gloria/models/vision_model.py
+    # (ImageEncoder.model = torchvision ResNet with fc = Identity, .global_embedder, .local_embedder),
+    # gloria/models/cnn_backbones.py (resnet_50); gloria/gloria.py strips 'gloria.' the same way.
+    encoder_prefix = prefix[: -len("model.")]
+    return _split(
+        state,
+        "gloria",
+        prefix,
+        encoder_prefix,
+        {"global_embedder.": "projection-head keys", "local_embedder.": "projection-head keys"},
+        {r"(.*\.)?text_encoder\.": "text encoder keys"},
+    )
+
+
+# ----------------------------------------------------------------------------------------------------------
+# MGCA (ResNet-50 variant): Lightning checkpoint of MGCA
+
+
+def _detect_mgca(keys: Iterable[str]) -> str | None:
+    return _find_prefix(keys, r"img_encoder_q\.model\.")
+
+
+def _convert_mgca(state: Mapping[str, torch.Tensor], prefix: str) -> Conversion:
+    # HKU-MedAI/MGCA: mgca/models/mgca/mgca_module.py (MGCA.img_encoder_q / text_encoder_q /
+    # patch_local_atten_layer / word_local_atten_layer / prototype_layer), mgca/models/backbones/encoder.py
+    # (ImageEncoder.model = torchvision ResNet-50 with fc = Identity, .global_embed, .local_embed);
+    # mgca/models/mgca/mgca_detector.py loads exactly the keys starting with 'img_encoder_q.model'.
+    encoder_prefix = prefix[: -len("model.")]
+    return _split(
+        state,
+        "mgca",
+        prefix,
+        encoder_prefix,
+        {"global_embed.": "projection-head keys", "local_embed.": "projection-head keys"},
+        {
+            r"(.*\.)?text_encoder_q\.": "text encoder keys",
+            r"(.*\.)?(patch_local_atten_layer|word_local_atten_layer|prototype_layer)\.": "alignment / prototype keys",
+        },
+    )
+
+
+# ----------------------------------------------------------------------------------------------------------
+# BioViL and BioViL-T (microsoft/hi-ml, health_multimodal): state dict of ImageModel
+
+
+def _detect_biovil_any(keys: Iterable[str]) -> str | None:
+    return _find_prefix(keys, r"encoder\.encoder\.")
+
+
+def _is_biovil_t(keys: Iterable[str], prefix: str) -> bool:
+    encoder_prefix = prefix[: -len("encoder.")]
+    return any(k.startswith(encoder_prefix + "vit_pooler.") for k in keys)
+
+
+def _detect_biovil(keys: Iterable[str]) -> str | None:
+    keys = list(keys)
+    prefix = _detect_biovil_any(keys)
+    return prefix if prefix is not None and not _is_biovil_t(keys, prefix) else None
+
+
+def _detect_biovil_t(keys: Iterable[str]) -> str | None:
+    keys = list(keys)
+    prefix = _detect_biovil_any(keys)
+    return prefix if prefix is not None and _is_biovil_t(keys, prefix) else None
+
+
+_BIOVIL_OUTSIDE = {
+    r"(.*\.)?projector\.": "projection-head keys",
+    r"(.*\.)?classifier\.": "downstream classifier keys",
+}
+
+
+def _convert_biovil(state: Mapping[str, torch.Tensor], prefix: str) -> Conversion:
+    # microsoft/hi-ml: hi-ml-multimodal/src/health_multimodal/image/model/model.py (ImageModel.encoder =
+    # ImageEncoder, .projector = MLP, optional .classifier; ImageEncoder.encoder = ResNetHIML) and
+    # image/model/resnet.py (ResNetHIML subclasses torchvision's ResNet: same keys, fc included);
+    # released as biovil_image_resnet50_proj_size_128.pt (image/model/pretrained.py).
+    return _split(state, "biovil", prefix, prefix[: -len("encoder.")], {}, _BIOVIL_OUTSIDE)
+
+
+def _convert_biovil_t(state: Mapping[str, torch.Tensor], prefix: str) -> Conversion:
+    # microsoft/hi-ml: hi-ml-multimodal/src/health_multimodal/image/model/encoder.py (MultiImageEncoder adds
+    # backbone_to_vit, vit_pooler (VisionTransformerPooler) and missing_previous_emb on top of the ResNet-50's
+    # C5 to fuse a prior image); released as biovil_t_image_model_proj_size_128.pt (model/pretrained.py).
+    # The temporal pooler works on C5 only and is not part of the dense trunk the heads read.
+    temporal = "temporal-fusion keys (multi-image ViT pooler on C5)"
+    return _split(
+        state,
+        "biovil-t",
+        prefix,
+        prefix[: -len("encoder.")],
+        {"backbone_to_vit.": temporal, "vit_pooler.": temporal, "missing_previous_emb": temporal},
+        _BIOVIL_OUTSIDE,
+    )
+
+
+# ----------------------------------------------------------------------------------------------------------
+# MedKLIP: {'model': DataParallel(MedKLIP).state_dict(), 'optimizer', ...}
+
+# nn.Sequential(*list(resnet.children())[:-3]): conv1, bn1, relu, maxpool, layer1, layer2, layer3;
+# the downstream ModelRes_ft keeps children()[:-1], which adds layer4 at index 7.
+_MEDKLIP_INDEX = {"0": "conv1", "1": "bn1", "4": "layer1", "5": "layer2", "6": "layer3", "7": "layer4"}
+
+
+def _detect_medklip(keys: Iterable[str]) -> str | None:
+    return _find_prefix(keys, r"res_features\.", probe="4.0.conv1.weight")
+
+
+def _rename_medklip(rest: str) -> str | None:
+    index, _, tail = rest.partition(".")
+    return f"{_MEDKLIP_INDEX[index]}.{tail}" if index in _MEDKLIP_INDEX and tail else None
+
+
+def _convert_medklip(state: Mapping[str, torch.Tensor], prefix: str) -> Conversion:
+    # MediaBrain-SJTU/MedKLIP: PreTrain_MedKLIP/models/model_MedKLIP.py (MedKLIP.res_features =
+    # nn.Sequential(*list(resnet.children())[:-3]) - the encoder ends at layer3, 1024 channels at stride 16 -
+    # then res_l1 / res_l2 project the patches; disease_embedding_layer, cl_fc, decoder, classifier form the
+    # query decoder); PreTrain_MedKLIP/train_MedKLIP.py saves {'model': nn.DataParallel(model).state_dict(),
+    # 'optimizer', 'lr_scheduler', 'config', 'epoch'} (keys start with 'module.');
+    # Sample_Finetuning_SIIMACR/I1_classification/models/resnet.py (ModelRes_ft keeps layer4 as index 7).
+    model_prefix = prefix[: -len("res_features.")]
+    conv = _split(
+        state,
+        "medklip",
+        prefix,
+        model_prefix + "res_",
+        {"l1.": "patch projection keys", "l2.": "patch projection keys", "out.": "classifier keys"},
+        {
+            re.escape(model_prefix)
+            + r"(disease_embedding_layer|cl_fc|decoder|classifier)\.": "query-decoder / classifier keys"
+        },
+        rename=_rename_medklip,
+    )
+    conv.num_stages = 4 if any(k.startswith("layer4.") for k in conv.state) else 3
+    return conv
+
+
+# ----------------------------------------------------------------------------------------------------------
+# OpenMMLab (mmpretrain / mmselfsup / mmdet / mmseg): checkpoint['state_dict'] with backbone.*
+
+
+def _detect_mmpretrain(keys: Iterable[str]) -> str | None:
+    keys = list(keys)
+    prefix = _find_prefix(keys, r"backbone\.")
+    if prefix is None and any(re.match(r"^(.*\.)?backbone\.stem\.0\.conv\.weight$", k) for k in keys):
+        raise FormatError(
+            "this OpenMMLab checkpoint has a deep-stem ResNet (ResNetV1c / ResNetV1d: backbone.stem.*), which "
+            "is not the torchvision ResNet layout. Use the matching timm model instead, e.g. "
+            "timm:resnet50d:FILE after converting the keys, or export a plain ResNet."
+        )
+    return prefix
+
+
+def _convert_mmpretrain(state: Mapping[str, torch.Tensor], prefix: str) -> Conversion:
+    # open-mmlab/mmpretrain: mmpretrain/models/backbones/resnet.py - ResNet (style='pytorch', deep_stem=False)
+    # names its modules conv1, bn1 (build_norm_layer(..., postfix=1)), layer1..layer4 of Bottleneck/BasicBlock
+    # with conv1-3, bn1-3, downsample.0 / .1: the torchvision names under 'backbone.'. Classifiers put 'head.',
+    # self-supervised models 'neck.' / 'head.' / a momentum copy next to it.
+    return _split(
+        state,
+        "mmpretrain",
+        prefix,
+        prefix,
+        {},
+        {
+            r"(.*\.)?(head|neck|bbox_head|decode_head|auxiliary_head)\.": "neck / head keys",
+            r"(.*\.)?data_preprocessor\.": "data-preprocessor buffers",
+            r"(.*\.)?(momentum_encoder|target_net|teacher|ema_model|target_backbone)\.": "momentum / target encoder copy keys",
+        },
+    )
+
+
+def _fmt(name, title, methods, files, source, detect, convert, example, normalization=None, expected=""):
+    return CheckpointFormat(
+        name, title, methods, files, source, detect, convert, example, normalization, expected
+    )
+
+
+_HALF = NAMED_NORMS["half"]
+FORMATS: dict[str, CheckpointFormat] = {
+    f.name: f
+    for f in (
+        _fmt(
+            "lovt",
+            "LoVT / ConVIRT / CLIP (LoVT's code)",
+            "LoVT, and ConVIRT / CLIP as pre-trained with LoVT's code",
+            "Lightning .ckpt of BiModalModelRepresentationLearner (checkpoints/last.ckpt)",
+            "philip-mueller/lovt: src/models/pretraining/bimodal_alignment_model.py, "
+            "src/models/image/scan_encoder.py, src/models/image/resnet.py",
+            _detect_lovt,
+            _convert_lovt,
+            "lovt:LoVT_100/checkpoints/last.ckpt",
+            None,  # LoVT normalises with the dataset's own statistics: the protocol
+            "model_a.encoder.feature_extractor.backbone_layers.layer1.0.conv1.weight",
+        ),
+        _fmt(
+            "gloria",
+            "GLoRIA",
+            "GLoRIA (ResNet-50 image encoder)",
+            "Lightning .ckpt of PretrainModel (chexpert_resnet50.ckpt)",
+            "marshuang80/gloria: gloria/lightning/pretrain_model.py, gloria/models/gloria_model.py, "
+            "gloria/models/vision_model.py",
+            _detect_gloria,
+            _convert_gloria,
+            "gloria:pretrained/chexpert_resnet50.ckpt",
+            InputNorm(
+                "gloria",
+                _HALF.mean,
+                _HALF.std,
+                "marshuang80/gloria: gloria/builder.py build_transformation with transforms.norm 'half' "
+                "(configs/pretrain/chexpert_gloria_pretrain_config.yaml)",
+            ),
+            "gloria.img_encoder.model.layer1.0.conv1.weight",
+        ),
+        _fmt(
+            "mgca",
+            "MGCA (ResNet-50)",
+            "MGCA with the resnet_50 image encoder",
+            "Lightning .ckpt of MGCA (resnet_50.ckpt)",
+            "HKU-MedAI/MGCA: mgca/models/mgca/mgca_module.py, mgca/models/backbones/encoder.py",
+            _detect_mgca,
+            _convert_mgca,
+            "mgca:checkpoints/mgca/resnet_50.ckpt",
+            InputNorm(
+                "mgca",
+                _HALF.mean,
+                _HALF.std,
+                "HKU-MedAI/MGCA: mgca/datasets/transforms.py DataTransforms, Normalize((0.5,)*3, (0.5,)*3)",
+            ),
+            "img_encoder_q.model.layer1.0.conv1.weight",
+        ),
+        _fmt(
+            "biovil-t",
+            "BioViL-T",
+            "BioViL-T image model (ResNet-50 + temporal ViT pooler)",
+            "biovil_t_image_model_proj_size_128.pt (HF microsoft/BiomedVLP-BioViL-T), or that folder",
+            "microsoft/hi-ml: hi-ml-multimodal/src/health_multimodal/image/model/encoder.py, model.py, pretrained.py",
+            _detect_biovil_t,
+            _convert_biovil_t,
+            "biovil-t:BiomedVLP-BioViL-T/biovil_t_image_model_proj_size_128.pt",
+            InputNorm(
+                "biovil",
+                (0.0, 0.0, 0.0),
+                (1.0, 1.0, 1.0),
+                "microsoft/hi-ml: hi-ml-multimodal/src/health_multimodal/image/data/transforms.py "
+                "create_chest_xray_transform_for_inference (ToTensor, no Normalize: [0, 1])",
+            ),
+            "encoder.encoder.layer1.0.conv1.weight (+ encoder.vit_pooler.*)",
+        ),
+        _fmt(
+            "biovil",
+            "BioViL",
+            "BioViL image model (ResNet-50)",
+            "biovil_image_resnet50_proj_size_128.pt (HF microsoft/BiomedVLP-CXR-BERT-specialized), or that folder",
+            "microsoft/hi-ml: hi-ml-multimodal/src/health_multimodal/image/model/model.py, resnet.py, pretrained.py",
+            _detect_biovil,
+            _convert_biovil,
+            "biovil:BiomedVLP-CXR-BERT-specialized/biovil_image_resnet50_proj_size_128.pt",
+            InputNorm(
+                "biovil",
+                (0.0, 0.0, 0.0),
+                (1.0, 1.0, 1.0),
+                "microsoft/hi-ml: hi-ml-multimodal/src/health_multimodal/image/data/transforms.py "
+                "create_chest_xray_transform_for_inference (ToTensor, no Normalize: [0, 1])",
+            ),
+            "encoder.encoder.layer1.0.conv1.weight",
+        ),
+        _fmt(
+            "medklip",
+            "MedKLIP",
+            "MedKLIP (ResNet-50 up to layer3), also its ModelRes_ft finetuning models",
+            "checkpoint_final.pth / checkpoint_state.pth: {'model': DataParallel state dict, ...}",
+            "MediaBrain-SJTU/MedKLIP: PreTrain_MedKLIP/models/model_MedKLIP.py, PreTrain_MedKLIP/train_MedKLIP.py",
+            _detect_medklip,
+            _convert_medklip,
+            "medklip:MedKLIP/checkpoint_final.pth",
+            InputNorm(
+                "imagenet",
+                NAMED_NORMS["imagenet"].mean,
+                NAMED_NORMS["imagenet"].std,
+                "MediaBrain-SJTU/MedKLIP: PreTrain_MedKLIP/dataset/dataset.py, Normalize(ImageNet mean, std)",
+            ),
+            "module.res_features.4.0.conv1.weight",
+        ),
+        _fmt(
+            "torchvision",
+            "torchvision / timm ResNet state dict",
+            "plain ResNet weights: torchvision, timm resnet18/34/50, LoVT's backbone_weights.pt, "
+            "cxrbench pretrain exports",
+            ".pt / .pth / .bin / .safetensors state dict, optionally in {'state_dict': ...}, with wrapper "
+            "prefixes (module., backbone., encoder., ...)",
+            "pytorch/vision: torchvision/models/resnet.py; huggingface/pytorch-image-models: timm/models/resnet.py; "
+            "philip-mueller/lovt: src/baselines/baseline_utils.py",
+            _detect_torchvision,
+            _convert_torchvision,
+            "path/to/resnet50.safetensors",
+            None,
+            "layer1.0.conv1.weight",
+        ),
+        _fmt(
+            "mmpretrain",
+            "OpenMMLab ResNet (mmpretrain / mmselfsup / mmdet / mmseg)",
+            "any OpenMMLab model whose backbone is a ResNet (style='pytorch', no deep stem)",
+            "mmengine checkpoint {'meta', 'state_dict': {'backbone.*', 'head.*' / 'neck.*'}, ...}",
+            "open-mmlab/mmpretrain: mmpretrain/models/backbones/resnet.py",
+            _detect_mmpretrain,
+            _convert_mmpretrain,
+            "mmpretrain:resnet50_8xb32_in1k_20210831-ea4938fc.pth",
+            None,
+            "backbone.layer1.0.conv1.weight",
+        ),
+    )
+}
+# Aliases accepted in specs.
+FORMAT_ALIASES = {"convirt": "lovt", "clip": "lovt", "biovil_t": "biovil-t", "timm-resnet": "torchvision"}
+
+
+def get_format(name: str) -> CheckpointFormat:
+    key = FORMAT_ALIASES.get(name, name)
+    if key not in FORMATS:
+        raise FormatError(
+            f"unknown checkpoint format '{name}'; known: {', '.join([*FORMATS, *FORMAT_ALIASES])}"
+        )
+    return FORMATS[key]
+
+
+def detect_format(keys: Iterable[str]) -> tuple[CheckpointFormat, str] | None:
+    """The first format (in registry order: specific layouts before the generic one) whose layout the keys have."""
+    keys = list(keys)
+    for fmt in FORMATS.values():
+        prefix = fmt.detect(keys)
+        if prefix is not None:
+            return fmt, prefix
+    return None
+
+
+def convert(state: Mapping[str, torch.Tensor], source: str, format: str | None = None) -> Conversion:
+    """Detect (or check) the format of ``state`` and convert its image encoder to torchvision ResNet keys.
+
+    Raises:
+        FormatError: the layout is not the given format's, or no known format's.
+        UnmappedKeysError: image-encoder keys that no rule maps or knowingly ignores.
+    """
+    keys = list(state)
+    if format is None:
+        found = detect_format(keys)
+        if found is None:
+            raise FormatError(
+                f"{source}: no known checkpoint layout recognised (first keys: {show_keys(sorted(keys), 8)}). "
+                f"Known formats: {', '.join(FORMATS)} (see `cxrbench backbones`); for another model use "
+                "timm:MODEL_NAME:FILE, or pass FORMAT:FILE to see what a format expects."
+            )
+        fmt, prefix = found
+    else:
+        fmt = get_format(format)
+        prefix = fmt.detect(keys)
+        if prefix is None:
+            other = detect_format(keys)
+            hint = f" It looks like a '{other[0].name}' checkpoint." if other else ""
+            raise FormatError(
+                f"{source}: not a {fmt.title} checkpoint: expected keys like '{fmt.expected}', found "
+                f"{show_keys(sorted(keys), 8)}.{hint}"
+            )
+    conv = fmt.convert(state, prefix)
+    if conv.unmapped:
+        raise UnmappedKeysError(
+            f"{source}: recognised a {fmt.title} checkpoint, but {len(conv.unmapped)} key(s) of its image "
+            f"encoder map to nothing cxrbench knows: {show_keys(sorted(conv.unmapped))}. Refusing to drop "
+            "them silently; if the file is a variant of this format, please report it with these keys."
+        )
+    return conv
