@@ -174,6 +174,7 @@ def _cmd_evaluate(args) -> int:
         device=args.device,
         num_workers=default_num_workers(args.device) if args.workers is None else args.workers,
         amp=args.amp,
+        train_limit=args.train_limit,
         keep_checkpoints=args.keep_checkpoints,
         verbose=args.verbose,
         progress=not args.quiet,
@@ -357,6 +358,13 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--device", choices=["cpu", "cuda"], default=None, help="default: cuda when available")
     e.add_argument("--workers", type=int, default=None, help="data-loader processes (default 0 on CPU)")
     e.add_argument("--amp", action="store_true", help="mixed precision (CUDA)")
+    e.add_argument(
+        "--train-limit",
+        type=int,
+        default=None,
+        metavar="N",
+        help="train on the first N images only (smoke tests)",
+    )
     e.add_argument("--keep-checkpoints", action="store_true", help="keep the .pth files of each run")
     e.add_argument("--verbose", action="store_true", help="mmengine's INFO log on the console")
     e.add_argument("--quiet", action="store_true", help="no progress bars")

@@ -25,8 +25,8 @@ PRIMARY = {"mAP": "mAP", "dice": "dice", "froc": "froc", "mean_class_dice": "dic
 class RunOptions:
     """Overrides and execution settings shared by the runs of one ``evaluate`` call.
 
-    ``max_epochs`` / ``batch_size`` override the task's protocol values (for quick looks); they are part
-    of the run key and of the record.
+    ``max_epochs`` / ``batch_size`` override the task's protocol values and ``train_limit`` keeps only the
+    first N training images (quick looks, smoke tests); they are part of the run key and of the record.
     """
 
     max_epochs: int | None = None
@@ -34,6 +34,7 @@ class RunOptions:
     device: str = "cpu"
     num_workers: int = 0
     amp: bool = False
+    train_limit: int | None = None
     keep_checkpoints: bool = False
     verbose: bool = False
     progress: bool = True
@@ -61,7 +62,11 @@ def _train_subset(task: TaskSpec) -> str:
 def _overrides(options: RunOptions) -> dict:
     return {
         k: v
-        for k, v in {"max_epochs": options.max_epochs, "batch_size": options.batch_size}.items()
+        for k, v in {
+            "max_epochs": options.max_epochs,
+            "batch_size": options.batch_size,
+            "train_limit": options.train_limit,
+        }.items()
         if v is not None
     }
 
@@ -125,6 +130,8 @@ def resolve(run: PlannedRun, out_dir, options: RunOptions) -> PreparedRun:
     stats = json.loads((run.prepared / "stats.json").read_text())
     subset = _train_subset(task)
     n_train = stats[subset]["n_images"]
+    if options.train_limit is not None:
+        n_train = min(n_train, options.train_limit)
     notes: list[str] = []
     batch_size = options.batch_size or task.batch_size
     if 0 < n_train < batch_size:
@@ -157,6 +164,7 @@ def runner_config(run: PlannedRun, resolved: PreparedRun, options: RunOptions, e
         max_epochs=resolved.max_epochs,
         batch_size=resolved.batch_size,
         num_workers=options.num_workers,
+        train_limit=options.train_limit,
         amp=options.amp,
         verbose=options.verbose,
         progress=options.progress,

@@ -26,7 +26,7 @@ NIH_CLASSES = (
 
 @pytest.mark.parametrize("task", list(TASKS.values()), ids=list(TASKS))
 def test_task_runs_and_records(task, prepared_all, tmp_path):
-    options = RunOptions(max_epochs=1, batch_size=2, progress=False)
+    options = RunOptions(max_epochs=1, batch_size=2, train_limit=4, progress=False)  # 1-2 iterations
     (record,) = evaluate(
         "resnet18.random",
         [task],
@@ -39,7 +39,8 @@ def test_task_runs_and_records(task, prepared_all, tmp_path):
     )
     assert record["status"] == "ok", record.get("traceback")
     assert record["task"] == task.id and record["phase"] == "final" and record["lr"] == task.lr
-    assert record["iterations"] >= 1 and record["epochs_run"] == 1
+    assert 1 <= record["iterations"] <= 2 and record["epochs_run"] == 1
+    assert record["overrides"]["train_limit"] == 4
     assert record["backbone"]["arch"] == "resnet18" and record["split_hash"]
     test = record["metrics"]["test"]
     primary = {"mAP": "mAP", "froc": "froc", "dice": "dice", "mean_class_dice": "dice"}[task.metric]
