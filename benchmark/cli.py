@@ -112,12 +112,29 @@ def _cmd_datasets(args) -> int:
 
 
 def _cmd_prepare(args) -> int:
+    from tasks.custom import is_task_file, load_task_file
     from tasks.errors import DatasetError
     from tasks.prepare import prepare
 
+    if not is_task_file(args.dataset) and args.dataset not in DATASET_NAMES:
+        print(
+            f"error: unknown dataset '{args.dataset}': one of {', '.join(DATASET_NAMES)} or a task file",
+            file=sys.stderr,
+        )
+        return 2
+    if not is_task_file(args.dataset) and not args.raw:
+        print("error: --raw DIR is required for a built-in dataset", file=sys.stderr)
+        return 2
     try:
+        dataset = args.dataset
+        if is_task_file(dataset):
+            custom = load_task_file(dataset)
+            dataset = custom.dataset
+            args.size = custom.spec.size if args.size is None else args.size
+        if args.size is None:
+            args.size = 224
         report = prepare(
-            args.dataset,
+            dataset,
             args.raw,
             args.out,
             size=args.size,
@@ -129,7 +146,7 @@ def _cmd_prepare(args) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     m = report.manifest
-    print(f"prepared {args.dataset} -> {report.out_dir}")
+    print(f"prepared {report.manifest['dataset']} -> {report.out_dir}")
     print(
         f"  images: {report.prepared} prepared now, {report.resumed} already done; subsets: "
         + ", ".join(f"{k}={v}" for k, v in m["subsets"].items())
@@ -158,12 +175,23 @@ def _cmd_prepare(args) -> int:
 def _cmd_evaluate(args) -> int:
     from benchmark.backbones import BackboneError
     from benchmark.run import RunOptions, default_num_workers, evaluate
-    from tasks.registry import select_tasks
+    from tasks.custom import resolve_tasks
+    from tasks.errors import DatasetError
+    from tasks.prepare import prepare
 
     try:
-        tasks = select_tasks(args.tasks)
+        tasks, custom = resolve_tasks(args.tasks)
+        for c in custom:  # task files are prepared like built-in datasets (resumable: a second call is quick)
+            report = prepare(c.dataset, None, args.data, size=c.spec.size, workers=2, progress=not args.quiet)
+            for f in report.failures:
+                print(f"warning: {c.path.name}: {f}", file=sys.stderr)
+            if not report.manifest["subsets"].get("train"):
+                raise DatasetError(f"{c.path}: no usable training images after preparation")
     except KeyError as e:
         print(f"error: {e.args[0]}", file=sys.stderr)
+        return 2
+    except DatasetError as e:
+        print(f"error: {e}", file=sys.stderr)
         return 2
     if args.seeds < 1:
         print("error: --seeds must be >= 1", file=sys.stderr)
@@ -275,6 +303,23 @@ def _cmd_inspect(args) -> int:
     return 0
 
 
+def _cmd_demo(args) -> int:
+    from benchmark.demo import DemoSettings, run_demo
+
+    settings = DemoSettings(
+        backbone=args.backbone,
+        size=args.size,
+        epochs=args.epochs,
+        finetune_epochs=args.finetune_epochs,
+        batch_size=args.batch_size,
+        device=args.device,
+        tasks=args.tasks,
+    )
+    result = run_demo(args.out, settings, progress=not args.quiet)
+    failed = [r for r in result["records"] if r["status"] != "ok"]
+    return 1 if failed else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="cxrbench", description="Localized downstream benchmark for chest X-ray encoders."
@@ -313,10 +358,19 @@ def build_parser() -> argparse.ArgumentParser:
     ds.set_defaults(func=_cmd_datasets)
 
     pr = sub.add_parser("prepare", help="raw download -> prepared dataset (PNG, COCO, masks, splits, stats)")
-    pr.add_argument("dataset", choices=DATASET_NAMES)
-    pr.add_argument("--raw", required=True, help="the folder the official download unpacks to (read only)")
+    pr.add_argument("dataset", help=f"one of {', '.join(DATASET_NAMES)}, or a task file (my_task.toml)")
+    pr.add_argument(
+        "--raw",
+        default=None,
+        help="the folder the official download unpacks to (read only; not for task files)",
+    )
     pr.add_argument("--out", required=True, help="data root; the dataset is written to OUT/<dataset>")
-    pr.add_argument("--size", type=int, default=224, help="prepared image side in pixels (default 224)")
+    pr.add_argument(
+        "--size",
+        type=int,
+        default=None,
+        help="prepared image side in pixels (default 224, or the task file's)",
+    )
     pr.add_argument("--workers", type=int, default=max(1, (os.cpu_count() or 1)), help="parallel processes")
     pr.add_argument(
         "--splits",
@@ -337,7 +391,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="resnet50.random | resnet50.imagenet | path/to/weights | FORMAT:path | timm:NAME[:path] "
         "(see `cxrbench backbones`)",
     )
-    e.add_argument("--tasks", required=True, help="comma-separated task ids, dataset names, or 'all'")
+    e.add_argument(
+        "--tasks",
+        required=True,
+        help="comma-separated task ids, dataset names, 'all', or task files (my_task.toml)",
+    )
     e.add_argument("--data", required=True, help="data root holding prepared datasets (the --out of prepare)")
     e.add_argument(
         "--out", required=True, help="output folder; records go to OUT/runs/<backbone>/<task>/<key>.json"
@@ -430,6 +488,24 @@ def build_parser() -> argparse.ArgumentParser:
         help="also write the converted image encoder weights",
     )
     i.set_defaults(func=_cmd_inspect)
+    dm = sub.add_parser(
+        "demo",
+        help="the whole suite on generated data: fakes -> prepare -> 18 tasks -> leaderboard (CPU, minutes)",
+    )
+    dm.add_argument(
+        "--out", default="cxrbench-demo", help="output folder (default ./cxrbench-demo; resumable)"
+    )
+    dm.add_argument("--backbone", default="resnet18.random", help="backbone spec (default resnet18.random)")
+    dm.add_argument(
+        "--size", type=int, default=128, help="image side of the generated data (default 128; protocol 224)"
+    )
+    dm.add_argument("--epochs", type=int, default=3, help="epochs of frozen tasks (default 3)")
+    dm.add_argument("--finetune-epochs", type=int, default=6, help="epochs of finetuned tasks (default 6)")
+    dm.add_argument("--batch-size", type=int, default=8)
+    dm.add_argument("--tasks", default="all", help="task ids, dataset names or 'all'")
+    dm.add_argument("--device", choices=["cpu", "cuda"], default=None, help="default: cuda when available")
+    dm.add_argument("--quiet", action="store_true", help="no progress bars")
+    dm.set_defaults(func=_cmd_demo)
     return p
 
 

@@ -13,7 +13,6 @@ import numpy as np
 
 from benchmark.backbones import BackboneInfo, normalization_plan, parse_spec
 from benchmark.records import SCHEMA_VERSION, read_record, record_path, run_key, versions, write_record
-from tasks.datasets import get_dataset
 from tasks.prepare import load_manifest, prepared_dir
 from tasks.registry import TaskSpec
 
@@ -218,7 +217,7 @@ def execute(run: PlannedRun, out_dir, options: RunOptions) -> dict:
         from benchmark.openmmlab.config import MONITORS
 
         cfg = runner_config(run, r, options, experiment_name=f"{task.id}-{run.key}-{int(started * 1000)}")
-        outcome = openmmlab.train_and_test(cfg, MONITORS[task.metric])
+        outcome = openmmlab.train_and_test(cfg, MONITORS[task.metric], quiet=not options.verbose)
         primary = PRIMARY[task.metric]
         record.update(
             status="ok",
@@ -359,7 +358,6 @@ def evaluate(
     echo(backbone.describe())
     for task in tasks:
         check_dataset_prepared(data_root, task)
-        get_dataset(task.dataset)
     searching = {t.id: lr is None and lr_search and bool(t.lr_grid) for t in tasks}
     total = sum(len(t.lr_grid) * searching[t.id] + len(seeds) for t in tasks)
     progress = SweepProgress(total, echo)

@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from tasks.datasets import get_dataset
+from tasks.datasets import RawDataset, get_dataset
 from tasks.errors import DatasetError, Failure, SampleError
 from tasks.image import Geometry, equalize, prepare_image, prepare_mask
 from tasks.io import save_png_atomic, write_json_atomic, write_text_atomic
@@ -59,9 +59,8 @@ class PrepareReport:
     manifest: dict = field(default_factory=dict)
 
 
-def _process_one(dataset_name: str, raw_root: str, sample: dict, out_dir: str, size: int) -> dict:
+def _process_one(ds: RawDataset, sample: dict, out_dir: str, size: int) -> dict:
     """Decode, equalise per protocol, pad, resize and write one image and its mask (worker process)."""
-    ds = get_dataset(dataset_name)(raw_root)
     try:
         pixels = ds.load_pixels(sample)
         height, width = pixels.shape
@@ -173,8 +172,8 @@ def _versions() -> dict:
 
 
 def prepare(
-    dataset: str,
-    raw: str | os.PathLike,
+    dataset: str | RawDataset,
+    raw: str | os.PathLike | None,
     out_root: str | os.PathLike,
     size: int = DEFAULT_SIZE,
     workers: int = 1,
@@ -184,6 +183,8 @@ def prepare(
     """Prepare one dataset (see module docstring). Failures are returned in the report, not raised.
 
     Args:
+        dataset: a dataset name (read from ``raw``) or a dataset object (a custom task's, which knows its
+            files; ``raw`` is then ignored).
         splits: ``default`` (the protocol's deterministic split, see ``RawDataset.split``) or
             ``lovt:DIR`` (the published split files of the reference code, see ``tasks.lovt``).
 
@@ -191,7 +192,8 @@ def prepare(
         DatasetLayoutError: the raw folder is not the official layout (nothing can be prepared), or the
             split files cannot be found / have the wrong header.
     """
-    ds = get_dataset(dataset)(raw)
+    ds = dataset if isinstance(dataset, RawDataset) else get_dataset(dataset)(raw)
+    dataset = ds.name
     out = prepared_dir(out_root, dataset, size).resolve()
     if out == ds.root or ds.root in out.parents:
         raise DatasetError(
@@ -246,10 +248,10 @@ def prepare(
 
         if workers <= 1:
             for r in todo:
-                collect(_process_one(dataset, str(ds.root), r, str(out), size))
+                collect(_process_one(ds, r, str(out), size))
         else:
             with ProcessPoolExecutor(max_workers=workers) as pool:
-                futures = [pool.submit(_process_one, dataset, str(ds.root), r, str(out), size) for r in todo]
+                futures = [pool.submit(_process_one, ds, r, str(out), size) for r in todo]
                 for fut in as_completed(futures):
                     collect(fut.result())
     if bar is not None:

@@ -64,6 +64,8 @@ def _runner(cfg):
 def test_checkpoints_load_weights_only_and_resume(linear_run):
     run, resolved, options = linear_run
     cfg = runner_config(run, resolved, options, experiment_name="ckpt-a")
+    cfg.default_hooks.checkpoint.interval = 1  # resumable checkpoints every epoch
+    cfg.default_hooks.checkpoint.save_last = True
     runner = _runner(cfg)
     runner.train()
     last = resolved.work_dir / "epoch_2.pth"
@@ -80,6 +82,7 @@ def test_checkpoints_load_weights_only_and_resume(linear_run):
 
     # resume from epoch 2 and train a third epoch
     cfg2 = runner_config(run, resolved, options, experiment_name="ckpt-b")
+    cfg2.default_hooks.checkpoint.interval = 1
     cfg2.train_cfg.max_epochs = 3
     cfg2.load_from = str(last)
     cfg2.resume = True

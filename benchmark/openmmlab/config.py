@@ -34,6 +34,7 @@ class RunSettings:
     num_workers: int = 0
     amp: bool = False
     train_limit: int | None = None  # use only the first N training images (smoke tests, quick looks)
+    checkpoint_interval: int = -1  # also save a resumable checkpoint every N epochs (-1: best only)
     verbose: bool = False
     progress: bool = True
 
@@ -114,7 +115,10 @@ def _detection(task: TaskSpec, s: RunSettings, channels: list[int]) -> dict:
             out_channels=[1024, 512, 256],
             anchor_generator=dict(
                 type="YOLOAnchorGenerator",
-                base_sizes=[list(level) for level in YOLO_ANCHORS],
+                # the protocol's anchors are pixels at 224 px: other resolutions scale them
+                base_sizes=[
+                    [(w * task.size / 224, h * task.size / 224) for w, h in level] for level in YOLO_ANCHORS
+                ],
                 strides=[32, 16, 8],
             ),
             bbox_coder=dict(type="YOLOBBoxCoder"),
@@ -300,12 +304,13 @@ def build_config(task: TaskSpec, s: RunSettings) -> ConfigDict:
             timer=dict(type="IterTimerHook"),
             logger=dict(type="LoggerHook", interval=50),
             param_scheduler=dict(type="ParamSchedulerHook"),
+            # the best-validation checkpoint (for the test); periodic ones only when asked (mid-run resume)
             checkpoint=dict(
                 type="CheckpointHook",
-                interval=1,
+                interval=s.checkpoint_interval,
                 by_epoch=True,
                 max_keep_ckpts=1,
-                save_last=True,
+                save_last=s.checkpoint_interval > 0,
                 save_best=monitor,
                 rule="greater",
             ),

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-import glob
+import contextlib
+import io
 import logging
 import os
 from dataclasses import dataclass, field
@@ -23,7 +24,7 @@ class RunOutcome:
     best_epoch: int | None
     epochs_run: int
     iterations: int
-    checkpoint: str | None  # the checkpoint the test metrics come from (None: the untrained model)
+    checkpoint: str | None  # the checkpoint the test metrics come from (None: the model as training left it)
     history: list[dict] = field(default_factory=list)
     log_file: str | None = None
 
@@ -49,7 +50,24 @@ def _history_hook(runner: Runner) -> HistoryHook:
     return next(h for h in runner.hooks if isinstance(h, HistoryHook))
 
 
-def train_and_test(cfg: ConfigDict, monitor: str) -> RunOutcome:
+class _DropNoise(logging.Filter):
+    """mmengine deprecation notices it emits for its own calls (nothing a user can act on)."""
+
+    NOISE = ('"FileClient" will be deprecated', '"HardDiskBackend" is the alias')
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not any(n in record.getMessage() for n in self.NOISE)
+
+
+def train_and_test(cfg: ConfigDict, monitor: str, quiet: bool = True) -> RunOutcome:
+    """See :func:`_train_and_test`; ``quiet`` keeps pycocotools' prints and mmengine's noise off stdout."""
+    if not quiet:
+        return _train_and_test(cfg, monitor)
+    with contextlib.redirect_stdout(io.StringIO()):
+        return _train_and_test(cfg, monitor)
+
+
+def _train_and_test(cfg: ConfigDict, monitor: str) -> RunOutcome:
     """Run training (``cfg.train_cfg.max_epochs`` may be 0: test the untrained head) and the test.
 
     Args:
@@ -62,18 +80,18 @@ def train_and_test(cfg: ConfigDict, monitor: str) -> RunOutcome:
         cfg.train_cfg.max_epochs = 1  # the loop needs >= 1 to be built; it is never run
     runner = Runner.from_cfg(_FrozenTextConfig(cfg))
     logger = MMLogger.get_current_instance()
+    for handler in logger.handlers:
+        handler.addFilter(_DropNoise())
     try:
         history = _history_hook(runner)
         best_ckpt = None
         if max_epochs > 0:
             runner.train()
             best_ckpt = runner.message_hub.get_info("best_ckpt")
-            if not best_ckpt or not os.path.exists(best_ckpt):
-                # no epoch produced a valid monitored value (e.g. NaN): fall back to the last checkpoint
-                last = sorted(glob.glob(os.path.join(cfg.work_dir, "epoch_*.pth")), key=os.path.getmtime)
-                best_ckpt = last[-1] if last else None
-            if best_ckpt:
+            if best_ckpt and os.path.exists(best_ckpt):
                 runner.load_checkpoint(best_ckpt)
+            else:  # no epoch produced a valid monitored value (e.g. NaN): test the final weights
+                best_ckpt = None
         test = _strip(runner.test())
         val_epochs = [h for h in history.val_history if monitor in h]
         best = None

@@ -1,0 +1,482 @@
+"""Bring-your-own tasks: a small TOML / YAML / JSON file declares a detection task over COCO files and an
+image folder, or a segmentation task over an image folder and a mask folder, with the head, frozen /
+finetune and protocol fields. It is prepared and evaluated exactly like the built-in tasks
+(``cxrbench evaluate --tasks my_task.toml``).
+
+Example (``my_task.toml``; relative paths are relative to the file)::
+
+    id = "lesions"                # task id = prepared dataset name (records, leaderboard column)
+    head = "yolov3"               # yolov3 | linear | unet
+    frozen = true
+    metric = "mAP"                # mAP | froc | dice | mean_class_dice (default: mAP / dice by head)
+    lr = 1e-3
+    lr_grid = [1e-3, 3e-4]
+    max_epochs = 50
+    patience = 10
+
+    [data]
+    format = "coco"               # coco | masks
+    images = "images"
+    train = "train.json"          # coco: one COCO file per split
+    val = "val.json"
+    test = "test.json"
+
+For ``format = "masks"``: ``images``, ``masks`` (PNG files named like the images, class index per pixel,
+0 = background), ``classes`` (names of the values 1..C), and the split as a CSV ``splits`` (columns
+``image_id``, ``split`` in train/val/test, optional ``patient_id``), as id lists ``train``/``val``/``test``
+(one image id per line), or nothing (60/20/20 by ``patient_id`` if the CSV gives it, else by image, hashed).
+Images may be PNG, JPEG or DICOM; ``equalize = true`` applies the protocol's histogram equalisation.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from tasks.datasets.base import ParseResult, RawDataset
+from tasks.errors import DatasetLayoutError, Failure, SampleError
+from tasks.rasterize import boxes_to_mask
+from tasks.registry import HEADS, METRICS, TASKS, TaskSpec
+
+TASK_FILE_SUFFIXES = (".toml", ".yaml", ".yml", ".json")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".dcm")
+# TaskSpec fields a task file may set (the rest are derived or fixed by the protocol)
+TASK_FIELDS = (
+    "id",
+    "head",
+    "frozen",
+    "metric",
+    "batch_size",
+    "lr",
+    "lr_grid",
+    "max_epochs",
+    "patience",
+    "warmup_steps",
+    "warmup_lr",
+    "weight_decay",
+    "plateau_patience",
+    "plateau_factor",
+    "size",
+    "description",
+)
+DATA_FIELDS = ("format", "images", "train", "val", "test", "masks", "classes", "splits", "equalize")
+DEFAULTS = {"frozen": True, "batch_size": 16, "max_epochs": 50, "patience": 10, "lr_grid": ()}
+
+
+class TaskFileError(DatasetLayoutError):
+    """A task file is missing a field, has an unknown one, or points at missing data."""
+
+
+def is_task_file(name: str) -> bool:
+    return name.lower().endswith(TASK_FILE_SUFFIXES)
+
+
+def _read(path: Path) -> dict:
+    try:
+        text = path.read_text()
+    except OSError as e:
+        raise TaskFileError(f"{path}: cannot read the task file ({e})") from e
+    try:
+        if path.suffix == ".toml":
+            try:
+                import tomllib
+            except ModuleNotFoundError:  # Python 3.10
+                import tomli as tomllib
+            data = tomllib.loads(text)
+        elif path.suffix in (".yaml", ".yml"):
+            import yaml
+
+            data = yaml.safe_load(text)
+        else:
+            data = json.loads(text)
+    except Exception as e:
+        raise TaskFileError(f"{path}: not valid {path.suffix[1:].upper()} ({e})") from e
+    if not isinstance(data, dict):
+        raise TaskFileError(f"{path}: expected a table of fields at the top level")
+    return data
+
+
+def _check_keys(path: Path, section: str, data: dict, allowed: tuple[str, ...]) -> None:
+    unknown = sorted(set(data) - set(allowed))
+    if unknown:
+        raise TaskFileError(
+            f"{path}: unknown field(s) {', '.join(unknown)} in {section} (known: {', '.join(allowed)})"
+        )
+
+
+@dataclass(frozen=True)
+class CustomTask:
+    """A task declared in a file: its spec and the dataset that prepares its data."""
+
+    spec: TaskSpec
+    dataset: CustomDataset
+    path: Path
+    sha256: str
+
+
+def load_task_file(path: str | os.PathLike) -> CustomTask:
+    """Read and validate a task file.
+
+    Raises:
+        TaskFileError: with the file and the field at fault.
+    """
+    path = Path(path).expanduser().resolve()
+    raw = _read(path)
+    data = raw.pop("data", None)
+    _check_keys(path, "the task", raw, TASK_FIELDS)
+    if not isinstance(data, dict):
+        raise TaskFileError(f"{path}: missing the [data] section (format, images, ...)")
+    _check_keys(path, "[data]", data, DATA_FIELDS)
+    for key in ("id", "head", "lr"):
+        if key not in raw:
+            raise TaskFileError(f"{path}: missing field '{key}'")
+    task_id = str(raw["id"])
+    if not task_id.replace("_", "").replace("-", "").isalnum():
+        raise TaskFileError(f"{path}: id '{task_id}' must be letters, digits, '_' or '-' (it names folders)")
+    from tasks.datasets import DATASETS
+
+    if task_id in TASKS or task_id in DATASETS:
+        raise TaskFileError(f"{path}: id '{task_id}' is a built-in task or dataset name; choose another")
+    head = raw["head"]
+    if head not in HEADS:
+        raise TaskFileError(f"{path}: head must be one of {', '.join(HEADS)}, got {head!r}")
+    fmt = data.get("format")
+    if fmt not in ("coco", "masks"):
+        raise TaskFileError(f"{path}: [data] format must be 'coco' or 'masks', got {fmt!r}")
+    if head == "yolov3" and fmt != "coco":
+        raise TaskFileError(f"{path}: a yolov3 task needs boxes: [data] format = 'coco'")
+    metric = raw.get("metric", "mAP" if head == "yolov3" else "dice")
+    if metric not in METRICS:
+        raise TaskFileError(f"{path}: metric must be one of {', '.join(METRICS)}, got {metric!r}")
+    if (head == "yolov3") != (metric in ("mAP", "froc")):
+        raise TaskFileError(f"{path}: metric {metric!r} does not fit head {head!r}")
+    values = {**DEFAULTS, **{k: v for k, v in raw.items() if k != "metric"}}
+    values["lr_grid"] = tuple(float(x) for x in values.get("lr_grid") or ())
+    values["lr"] = float(values["lr"])
+    frozen = bool(values.pop("frozen"))
+    try:
+        spec = TaskSpec(
+            **{k: v for k, v in values.items() if k in {f.name for f in fields(TaskSpec)}},
+            number=0,
+            dataset=task_id,
+            frozen=frozen,
+            label_fraction=100,
+            metric=metric,
+        )
+    except (TypeError, ValueError) as e:
+        raise TaskFileError(f"{path}: {e}") from e
+    dataset = CustomDataset(path, data, task_id)
+    return CustomTask(spec, dataset, path, hashlib.sha256(path.read_bytes()).hexdigest())
+
+
+class CustomDataset(RawDataset):
+    """The data of a task file, read like an official download (see the module docstring)."""
+
+    fractions = (100,)
+    expected: dict[str, int] = {}
+
+    def __init__(self, task_file: Path, data: dict, name: str) -> None:
+        self.task_file = Path(task_file)
+        base = self.task_file.parent
+        self.config = dict(data)
+        self.format = data["format"]
+        if "images" not in data:
+            raise TaskFileError(f"{task_file}: [data] needs 'images' (the image folder)")
+        self.images = (base / data["images"]).resolve()
+        super().__init__(self.images)
+        self.paths = {
+            k: (base / data[k]).resolve() for k in ("train", "val", "test", "masks", "splits") if k in data
+        }
+        self.name = name
+        self.title = f"custom task {self.name} ({self.task_file.name})"
+        self.url = str(self.task_file)
+        self.equalize = bool(data.get("equalize", False))
+        if self.format == "coco":
+            for k in ("train", "val", "test"):
+                if k not in self.paths:
+                    raise TaskFileError(f"{task_file}: [data] format 'coco' needs '{k}' (a COCO json file)")
+            self.classes = self._coco_classes()
+            self.multi_label = False
+        else:
+            if "masks" not in self.paths:
+                raise TaskFileError(f"{task_file}: [data] format 'masks' needs 'masks' (the mask folder)")
+            classes = data.get("classes")
+            if not classes or not isinstance(classes, list):
+                raise TaskFileError(
+                    f"{task_file}: [data] format 'masks' needs 'classes' (names of mask values 1..C)"
+                )
+            self.classes = tuple(str(c) for c in classes)
+            # several classes: one sigmoid output and one binary mask per class (the heads' multi-label form)
+            self.multi_label = len(self.classes) > 1
+
+    def _coco_classes(self) -> tuple[str, ...]:
+        cats = None
+        for k in ("train", "val", "test"):
+            doc = self._coco(k)
+            these = [c["name"] for c in sorted(doc.get("categories", []), key=lambda c: c["id"])]
+            if not these:
+                raise TaskFileError(f"{self.paths[k]}: COCO file has no 'categories'")
+            if cats is not None and these != cats:
+                raise TaskFileError(
+                    f"{self.paths[k]}: categories {these} differ from the other splits' {cats}"
+                )
+            cats = these
+        return tuple(cats)
+
+    def _coco(self, split: str) -> dict:
+        path = self.paths[split]
+        try:
+            doc = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError) as e:
+            raise TaskFileError(f"{path}: cannot read COCO json ({e})") from e
+        for key in ("images", "annotations"):
+            if not isinstance(doc.get(key), list):
+                raise TaskFileError(f"{path}: COCO file has no '{key}' list")
+        return doc
+
+    def check_layout(self) -> None:
+        if not self.images.is_dir():
+            raise TaskFileError(f"{self.task_file}: [data] images folder {self.images} does not exist")
+        for key, p in self.paths.items():
+            if not p.exists():
+                raise TaskFileError(f"{self.task_file}: [data] {key} {p} does not exist")
+
+    def parse(self) -> ParseResult:
+        self.check_layout()
+        return self._parse_coco() if self.format == "coco" else self._parse_masks()
+
+    def _parse_coco(self) -> ParseResult:
+        rows, failures, split_rows = [], [], []
+        for split in ("train", "val", "test"):
+            path = self.paths[split]
+            doc = self._coco(split)
+            cat_index = {c["id"]: i for i, c in enumerate(sorted(doc["categories"], key=lambda c: c["id"]))}
+            boxes: dict[int, list] = {}
+            for n, ann in enumerate(doc["annotations"]):
+                bbox = ann.get("bbox")
+                if (
+                    not isinstance(bbox, list)
+                    or len(bbox) != 4
+                    or not all(isinstance(v, (int, float)) for v in bbox)
+                    or bbox[2] <= 0
+                    or bbox[3] <= 0
+                    or ann.get("category_id") not in cat_index
+                ):
+                    failures.append(
+                        Failure(
+                            str(path),
+                            f"annotations[{n}]",
+                            f"invalid bbox / category_id: {bbox!r}, {ann.get('category_id')!r}",
+                        )
+                    )
+                    continue
+                boxes.setdefault(ann.get("image_id"), []).append(
+                    (list(map(float, bbox)), cat_index[ann["category_id"]])
+                )
+            for img in doc["images"]:
+                file = self.images / str(img.get("file_name", ""))
+                image_id = Path(str(img.get("file_name", ""))).stem
+                if not img.get("file_name") or not file.is_file():
+                    failures.append(
+                        Failure(
+                            str(file),
+                            f"images[id={img.get('id')}].file_name",
+                            "image file not found",
+                            image_id,
+                        )
+                    )
+                    continue
+                anns = boxes.get(img.get("id"), [])
+                rows.append(
+                    {
+                        "image_id": image_id,
+                        "patient_id": str(img.get("patient_id", image_id)),
+                        "file": str(file),
+                        "boxes": [b for b, _ in anns],
+                        "labels": [c for _, c in anns],
+                        "mask_source": None,
+                        "view": None,
+                    }
+                )
+                split_rows.append((image_id, rows[-1]["patient_id"], split))
+        samples = pd.DataFrame(
+            rows, columns=["image_id", "patient_id", "file", "boxes", "labels", "mask_source", "view"]
+        )
+        dupes = samples["image_id"][samples["image_id"].duplicated()].tolist()
+        if dupes:
+            raise TaskFileError(
+                f"{self.task_file}: image file names must be unique across splits; repeated: {', '.join(dupes[:5])}"
+            )
+        self._split_table = pd.DataFrame(split_rows, columns=["image_id", "patient_id", "split"])
+        counts = {"images": len(samples), "boxes": int(sum(len(b) for b in samples["boxes"]))}
+        return ParseResult(samples=samples, failures=failures, counts=counts)
+
+    def _parse_masks(self) -> ParseResult:
+        files = sorted(p for p in self.images.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        if not files:
+            raise TaskFileError(f"{self.images}: no images ({', '.join(IMAGE_SUFFIXES)})")
+        masks_dir = self.paths["masks"]
+        patient: dict[str, str] = {}
+        given: dict[str, str] = {}
+        if "splits" in self.paths:
+            table = pd.read_csv(self.paths["splits"], dtype=str)
+            for col in ("image_id", "split"):
+                if col not in table.columns:
+                    raise TaskFileError(
+                        f"{self.paths['splits']}: missing column '{col}' (image_id, split[, patient_id])"
+                    )
+            bad = sorted(set(table["split"]) - {"train", "val", "test"})
+            if bad:
+                raise TaskFileError(
+                    f"{self.paths['splits']}: column 'split' must be train/val/test, got {bad}"
+                )
+            given = dict(zip(table["image_id"], table["split"]))
+            if "patient_id" in table.columns:
+                patient = dict(zip(table["image_id"], table["patient_id"]))
+        else:
+            for split in ("train", "val", "test"):
+                if split in self.paths:
+                    given.update(
+                        {
+                            line.strip(): split
+                            for line in self.paths[split].read_text().splitlines()
+                            if line.strip()
+                        }
+                    )
+        rows, failures = [], []
+        for f in files:
+            mask = masks_dir / f"{f.stem}.png"
+            if not mask.is_file():
+                failures.append(Failure(str(mask), "mask", "no mask PNG for this image", f.stem))
+                continue
+            if given and f.stem not in given:
+                continue  # not in any split
+            rows.append(
+                {
+                    "image_id": f.stem,
+                    "patient_id": patient.get(f.stem, f.stem),
+                    "file": str(f),
+                    "boxes": [],
+                    "labels": [],
+                    "mask_source": str(mask),
+                    "view": None,
+                }
+            )
+        samples = pd.DataFrame(
+            rows, columns=["image_id", "patient_id", "file", "boxes", "labels", "mask_source", "view"]
+        )
+        for image_id in sorted(
+            set(given) - set(samples["image_id"]) - {r.image_id for r in failures if r.image_id}
+        ):
+            failures.append(
+                Failure(
+                    str(self.paths.get("splits", self.images)),
+                    "image_id",
+                    "listed in the split but no image file",
+                    image_id,
+                )
+            )
+        if given:
+            self._split_table = pd.DataFrame(
+                {
+                    "image_id": samples["image_id"],
+                    "patient_id": samples["patient_id"],
+                    "split": samples["image_id"].map(given),
+                }
+            )
+        else:
+            self._split_table = None
+        return ParseResult(samples=samples, failures=failures, counts={"images": len(samples)})
+
+    def split(self, samples: pd.DataFrame) -> tuple[pd.DataFrame, str]:
+        from tasks.splits import assign_fractions
+
+        table = getattr(self, "_split_table", None)
+        if table is None:
+            return super().split(samples)
+        table = table[table["image_id"].isin(set(samples["image_id"]))].copy()
+        return assign_fractions(table, self.fractions), f"given by {self.task_file.name}"
+
+    def load_pixels(self, sample: dict) -> np.ndarray:
+        if sample["file"].lower().endswith(".dcm"):
+            from tasks.dicom import read_dicom
+
+            return read_dicom(sample["file"], image_id=sample["image_id"]).pixels
+        from tasks.datasets.common import read_grey
+
+        return read_grey(sample["file"], sample["file"], sample["image_id"])
+
+    def load_mask(self, sample: dict, height: int, width: int) -> np.ndarray:
+        if self.format == "coco":
+            mask = np.zeros((height, width), dtype=np.uint8)
+            for box, label in zip(sample["boxes"], sample["labels"]):
+                boxes_to_mask([box], height, width, mask=mask, value=label + 1)
+            return mask
+        from PIL import Image
+
+        path = sample["mask_source"]
+        try:
+            mask = np.asarray(Image.open(path))
+        except Exception as e:
+            raise SampleError(path, "mask", f"not a readable PNG ({e})", sample["image_id"]) from e
+        if mask.ndim != 2:
+            raise SampleError(
+                path,
+                "mask",
+                f"expected a single-channel class-index PNG, got shape {mask.shape}",
+                sample["image_id"],
+            )
+        if mask.shape != (height, width):
+            raise SampleError(
+                path,
+                "mask",
+                f"mask is {mask.shape[1]}x{mask.shape[0]} but the image is {width}x{height}",
+                sample["image_id"],
+            )
+        if int(mask.max()) > len(self.classes):
+            raise SampleError(
+                path,
+                "mask",
+                f"value {int(mask.max())} but only {len(self.classes)} classes are declared",
+                sample["image_id"],
+            )
+        if self.multi_label:
+            return np.stack([(mask == c + 1).astype(np.uint8) for c in range(len(self.classes))])
+        return mask.astype(np.uint8)
+
+
+def resolve_tasks(selector: str) -> tuple[list[TaskSpec], list[CustomTask]]:
+    """Tasks from a comma-separated list of ids, dataset names, ``all`` and task FILES.
+
+    Returns:
+        All selected task specs in order, and the custom tasks among them (which need preparing).
+    """
+    from tasks.registry import select_tasks
+
+    specs: list[TaskSpec] = []
+    custom: list[CustomTask] = []
+    builtin: list[str] = []
+
+    def flush() -> None:
+        if builtin:
+            specs.extend(t for t in select_tasks(",".join(builtin)) if t not in specs)
+            builtin.clear()
+
+    for part in [p.strip() for p in selector.split(",") if p.strip()]:
+        if is_task_file(part):
+            flush()
+            task = load_task_file(part)
+            if task.spec.id in {s.id for s in specs}:
+                raise TaskFileError(f"{task.path}: task id '{task.spec.id}' is selected twice")
+            custom.append(task)
+            specs.append(task.spec)
+        else:
+            builtin.append(part)
+    flush()
+    return specs, custom
