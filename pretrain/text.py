@@ -9,6 +9,7 @@ common abbreviations, decimal numbers or list numbers, and always at blank lines
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -130,6 +131,20 @@ def offline() -> bool:
     )
 
 
+@contextlib.contextmanager
+def _quiet_transformers():
+    """No per-file progress bars from transformers while loading / saving (restored afterwards)."""
+    from transformers.utils import logging as hf_logging
+
+    was = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was:
+            hf_logging.enable_progress_bar()
+
+
 def load_text_model(name_or_path: str, *, add_pooling_layer: bool = False):
     """Load a BERT and its tokenizer from a local folder, the Hugging Face cache or (when online) the hub.
 
@@ -224,5 +239,6 @@ def write_local_bert(
         max_position_embeddings=max_positions,
     )
     torch.manual_seed(seed)
-    BertModel(config, add_pooling_layer=False).save_pretrained(folder)
+    with _quiet_transformers():
+        BertModel(config, add_pooling_layer=False).save_pretrained(folder)
     return folder
