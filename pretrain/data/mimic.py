@@ -161,7 +161,7 @@ def read_mimic(
     frontal_keys = set(images_by_study.groups)
     for subject, study in all_studies.index:
         if (subject, study) not in frontal_keys:
-            out.skip("study without a frontal image", f"p{subject}/s{study}")
+            out.skip("study without a frontal image", f"p{subject[:2]}/p{subject}/s{study}")
 
     for (subject, study), group in images_by_study:
         key = f"p{subject[:2]}/p{subject}/s{study}"

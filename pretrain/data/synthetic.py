@@ -97,8 +97,8 @@ def _draw(img: np.ndarray, f: Finding, rng: np.random.Generator) -> None:
     size = img.shape[0]
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) / size
     cy, cx = _zone_center(f.zone, rng)
-    r = 0.09 if f.size == "large" else 0.05
-    strength = 0.45 if f.brightness == "bright" else 0.2
+    r = 0.09 if f.size == "large" else 0.06
+    strength = 0.5 if f.brightness == "bright" else 0.3
     if f.shape == "round opacity":
         d = ((yy - cy) ** 2 + (xx - cx) ** 2) / r**2
         blob = np.clip(1.0 - d, 0, 1)
@@ -107,7 +107,7 @@ def _draw(img: np.ndarray, f: Finding, rng: np.random.Generator) -> None:
         blob = np.clip(1.0 - d, 0, 1)
     else:  # ring: bright rim, dark centre
         d = np.sqrt((yy - cy) ** 2 + (xx - cx) ** 2) / r
-        blob = np.clip(1.0 - np.abs(d - 0.8) / 0.25, 0, 1)
+        blob = np.clip(1.0 - np.abs(d - 0.75) / 0.35, 0, 1)
     img += strength * blob
 
 
