@@ -232,7 +232,7 @@ def test_synthetic_pairs_carry_a_learnable_location_signal():
         assert {f.sentence() for f in findings} <= set(sentences)
         smooth = uniform_filter(pixels.astype(float), size=3)
 
-        def zone_max(row: int, image_x: float) -> float:
+        def zone_max(row: int, image_x: float, smooth=smooth) -> float:
             y = 0.28 + 0.22 * row  # a box inside the lung field around the zone centre
             y0, y1 = int((y - 0.07) * size), int((y + 0.07) * size)
             x0, x1 = int((image_x - 0.07) * size), int((image_x + 0.07) * size)
