@@ -214,13 +214,16 @@ class ImageEncoder(nn.Module):
 
     def load_backbone(self, state: dict[str, Tensor], source: str) -> None:
         state = strip_prefixes(dict(state))
-        missing, unexpected = self.resnet.load_state_dict(state, strict=False)
-        missing = [k for k in missing if not k.endswith("num_batches_tracked")]
+        expected = self.resnet.state_dict()
+        missing = [k for k in expected if k not in state and not k.endswith("num_batches_tracked")]
+        unexpected = [k for k in state if k not in expected]
+        unexpected += [k for k in state if k in expected and state[k].shape != expected[k].shape]
         if missing or unexpected:
             raise ValueError(
                 f"{source}: not a torchvision {self.arch} state dict; missing {missing[:5]} "
-                f"({len(missing)}), unexpected {unexpected[:5]} ({len(unexpected)})"
+                f"({len(missing)}), unexpected or mis-shaped {unexpected[:5]} ({len(unexpected)})"
             )
+        self.resnet.load_state_dict(state, strict=False)
 
     def backbone_state_dict(self) -> dict[str, Tensor]:
         """The torchvision-layout state dict (``conv1.weight``, ``layer1.0.conv1.weight``, ...; no ``fc``)."""

@@ -161,10 +161,11 @@ def load_text_model(name_or_path: str, *, add_pooling_layer: bool = False):
     source = str(local) if is_dir else name_or_path
     local_only = is_dir or offline()
     try:
-        tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=local_only)
-        model = AutoModel.from_pretrained(
-            source, local_files_only=local_only, add_pooling_layer=add_pooling_layer
-        )
+        with _quiet_transformers():
+            tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=local_only)
+            model = AutoModel.from_pretrained(
+                source, local_files_only=local_only, add_pooling_layer=add_pooling_layer
+            )
     except (OSError, ValueError) as e:
         from huggingface_hub.constants import HF_HUB_CACHE
 
