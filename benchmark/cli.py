@@ -231,12 +231,15 @@ def _cmd_analyze(args) -> int:
             else:
                 from benchmark.backbones import BackboneError, build_encoder
 
+                spec = args.backbone
+                if Path(spec).is_dir() and (Path(spec) / "backbone.safetensors").is_file():
+                    spec = str(Path(spec) / "backbone.safetensors")  # a run folder with --image-only
                 try:
-                    encoder, info = build_encoder(args.backbone)
+                    encoder, info = build_encoder(spec)
                 except BackboneError as e:
                     print(f"error: {e}", file=sys.stderr)
                     return 2
-                sidecar = Path(args.backbone).with_suffix(".json")
+                sidecar = Path(spec).with_suffix(".json")
                 norm = json.loads(sidecar.read_text()).get("normalization") if sidecar.is_file() else None
                 size = args.image_size or (norm or {}).get("image_size", 224)
                 if norm is None:

@@ -33,8 +33,10 @@ class PretrainModel(BaseModel):
         out = self.net(images, input_ids, attention_mask, sentence_index, sentence_mask)
         if mode == "tensor":
             return out
-        terms = compute_terms(out, self.loss_cfg)
-        total = total_loss(terms, self.loss_cfg)
+        # the losses in float32 also under mixed precision (autocast would run their matmuls in float16)
+        with torch.autocast(device_type=images.device.type, enabled=False):
+            terms = compute_terms(out, self.loss_cfg)
+            total = total_loss(terms, self.loss_cfg)
         if mode == "loss":
             return {"loss": total, **{k: v.detach() for k, v in terms.items()}}
         if mode == "predict":

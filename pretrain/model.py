@@ -279,13 +279,25 @@ class ImageTextModel(nn.Module):
         config: architecture.
         loss: decides whether local projections and cross attention exist.
         bert: a loaded Hugging Face BERT (see :func:`pretrain.text.load_text_model`).
+        image_encoder / text_encoder: existing encoders to use instead of building them (e.g. shared by
+            several models in a benchmark).
     """
 
-    def __init__(self, config: ModelConfig, loss: LossConfig, bert: nn.Module) -> None:
+    def __init__(
+        self,
+        config: ModelConfig,
+        loss: LossConfig,
+        bert: nn.Module | None = None,
+        *,
+        image_encoder: ImageEncoder | None = None,
+        text_encoder: TextEncoder | None = None,
+    ) -> None:
         super().__init__()
+        if bert is None and text_encoder is None:
+            raise ValueError("pass the BERT (bert=...) or a text encoder")
         self.config = config
-        self.image_encoder = ImageEncoder(config.image_arch, config.image_init)
-        self.text_encoder = TextEncoder(bert, config.text_frozen_layers)
+        self.image_encoder = image_encoder or ImageEncoder(config.image_arch, config.image_init)
+        self.text_encoder = text_encoder or TextEncoder(bert, config.text_frozen_layers)
         c, h = self.image_encoder.channels, self.text_encoder.hidden
         hid, dim = config.proj_hidden, config.proj_dim
         if config.pool == "attention":

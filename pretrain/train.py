@@ -294,7 +294,7 @@ def _build_runner(
     has_val = val_ds is not None
     hooks = [PlainCheckpointHook(), LossGuardHook(), HistoryHook(out_dir / "history.json")]
     if has_val and t.patience:
-        hooks.append(EarlyStoppingHook(monitor="val/loss", rule="less", patience=t.patience))
+        hooks.append(EarlyStoppingHook(monitor="val/loss", rule="less", patience=t.patience, min_delta=0.0))
     if progress:
         hooks.append(ProgressHook(f"pretrain {cfg.preset}"))
     name = f"pretrain-{cfg.preset}-{int(time.time() * 1000)}"

@@ -144,3 +144,20 @@ def test_model_builds_only_what_the_preset_needs(tiny_bert, preset):
     assert hasattr(net, "cross_attention") == loss.needs_cross_attention
     assert hasattr(net, "image_local_proj") == loss.needs_local
     assert hasattr(net, "image_pool") == (PRESETS[preset].pool == "attention")
+
+
+def test_bench_pretrain_step_runs(capsys):
+    """bench/pretrain_step.py at toy sizes: every preset steps and gets a ratio to clip."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "bench" / "pretrain_step.py"
+    spec = importlib.util.spec_from_file_location("pretrain_step", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    argv = ["--batch-size", "2", "--image-size", "64", "--steps", "1", "--image-arch", "resnet18"]
+    argv += ["--text-hidden", "32", "--text-layers", "2", "--text-heads", "2", "--frozen-layers", "1"]
+    assert module.main(argv) == 0
+    out = capsys.readouterr().out
+    rows = {line.split()[0]: line.split() for line in out.splitlines() if line.split() and line.split()[0] in PRESETS}
+    assert set(rows) == set(PRESETS) and rows["clip"][-1] == "1.00"
