@@ -221,7 +221,8 @@ def _cmd_analyze(args) -> int:
             if not pairs.split(args.split):
                 print(f"note: no '{args.split}' pairs; analysing all {len(records)} pairs", file=sys.stderr)
             if run is not None:
-                net, tokenizer, cfg, norm = load_run(run)
+                given = Path(args.backbone)
+                net, tokenizer, cfg, norm = load_run(run, given if given.suffix == ".pth" else None)
                 ds = PairDataset(records, norm["image_size"], norm["mean"], norm["std"], None, cfg.sentences)
                 loader = torch.utils.data.DataLoader(
                     ds, batch_size=args.batch_size, collate_fn=PairCollator(tokenizer, cfg.model.max_tokens)
@@ -475,7 +476,7 @@ def build_parser() -> argparse.ArgumentParser:
     an.add_argument(
         "--backbone",
         required=True,
-        help="pretraining run folder or its backbone.safetensors | any backbone spec",
+        help="pretraining run folder, its backbone.safetensors or a checkpoint OUT/work/*.pth | any backbone spec",
     )
     an.add_argument("--split", default="validate", help="which pairs (default validate; all when absent)")
     an.add_argument("--max-samples", type=int, default=512)

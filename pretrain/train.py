@@ -344,14 +344,21 @@ def _build_runner(
 
 
 def find_run(path: str | os.PathLike) -> Path | None:
-    """The run folder of ``path`` (a run folder, or its ``backbone.safetensors`` / ``backbone.json``)."""
+    """The run folder of ``path``: a run folder, its ``backbone.safetensors`` / ``backbone.json``, or one of
+    its checkpoints (``OUT/work/epoch_N.pth``); None if ``path`` is none of these."""
     p = Path(path).expanduser()
-    folder = p if p.is_dir() else p.parent
+    folder = (
+        p if p.is_dir() else (p.parent.parent if p.suffix == ".pth" and p.parent.name == "work" else p.parent)
+    )
     return folder if (folder / "config.json").is_file() and (folder / "backbone.json").is_file() else None
 
 
-def load_run(run_dir: str | os.PathLike):
+def load_run(run_dir: str | os.PathLike, checkpoint: str | os.PathLike | None = None):
     """The trained image-text model of a finished run (for analysis).
+
+    Args:
+        run_dir: the run folder.
+        checkpoint: one of its mmengine checkpoints; default: the one the backbone was exported from.
 
     Returns:
         ``(net, tokenizer, config, normalization)``; ``net`` is in eval mode on the CPU.
@@ -366,7 +373,7 @@ def load_run(run_dir: str | os.PathLike):
     config = json.loads((run_dir / "config.json").read_text())
     info = json.loads((run_dir / "backbone.json").read_text())
     cfg = PretrainConfig.from_dict(config["config"])
-    ckpt = info.get("checkpoint")
+    ckpt = str(checkpoint) if checkpoint else info.get("checkpoint")
     if not ckpt or not Path(ckpt).is_file():
         raise PretrainError(
             f"{run_dir}: the checkpoint with the full image-text model ({ckpt}) is gone; only the image side "

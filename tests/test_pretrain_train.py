@@ -111,7 +111,8 @@ def test_cli_ablate_then_analyze(tmp_path, data_root, capsys):
     rc = main(
         [
             "ablate", "--presets", "clip,global_prior", "--tasks", "rsna_linear_100", "--bench-data", str(data_root),
-            "--out", str(out), "--image-size", "64", "--epochs", "1", "--batch-size", "8", "--max-epochs", "0", *common,
+            "--out", str(out), "--image-size", "64", "--epochs", "1", "--batch-size", "4", "--accumulate", "2",
+            "--max-epochs", "0", *common,
         ]
     )  # fmt: skip
     printed = capsys.readouterr().out
@@ -122,7 +123,8 @@ def test_cli_ablate_then_analyze(tmp_path, data_root, capsys):
     assert rows[0] == "preset,task,metric,n_ok,n_failed,mean,std" and len(rows) == 3
     assert all(",1,0," in r for r in rows[1:])
     for preset in ("clip", "global_prior"):
-        assert json.loads((out / "pretrain" / preset / "backbone.json").read_text())["preset"] == preset
+        info = json.loads((out / "pretrain" / preset / "backbone.json").read_text())
+        assert info["preset"] == preset and info["train"]["accumulate"] == 2 and info["train"]["batch_size"] == 4
 
     report = tmp_path / "analysis.json"
     rc = main(
@@ -134,6 +136,10 @@ def test_cli_ablate_then_analyze(tmp_path, data_root, capsys):
     assert result["local"]["image"]["per_sample_uniformity"] <= 0
     assert result["local"]["report"]["per_sample_uniformity"] <= 0
     assert result["global"]["report"]["std"] > 0
+
+    checkpoint = out / "pretrain" / "global_prior" / "work" / "epoch_1.pth"  # a checkpoint of the run
+    assert main(["analyze", "--backbone", str(checkpoint), *common]) == 0
+    assert "preset global_prior, both modalities" in capsys.readouterr().out
 
     rc = main(["analyze", "--backbone", "resnet18.random", "--json", str(report), *common])
     assert rc == 0
