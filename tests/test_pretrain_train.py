@@ -124,7 +124,9 @@ def test_cli_ablate_then_analyze(tmp_path, data_root, capsys):
     assert all(",1,0," in r for r in rows[1:])
     for preset in ("clip", "global_prior"):
         info = json.loads((out / "pretrain" / preset / "backbone.json").read_text())
-        assert info["preset"] == preset and info["train"]["accumulate"] == 2 and info["train"]["batch_size"] == 4
+        assert (
+            info["preset"] == preset and info["train"]["accumulate"] == 2 and info["train"]["batch_size"] == 4
+        )
 
     report = tmp_path / "analysis.json"
     rc = main(
