@@ -155,18 +155,7 @@ def test_bench_pretrain_step_runs(capsys):
     spec = importlib.util.spec_from_file_location("pretrain_step", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    argv = [
-        "--batch-size",
-        "2",
-        "--image-size",
-        "64",
-        "--steps",
-        "1",
-        "--heads-steps",
-        "1",
-        "--image-arch",
-        "resnet18",
-    ]
+    argv = "--batch-size 2 --image-size 64 --steps 1 --heads-steps 1 --warmup 0 --image-arch resnet18".split()
     argv += ["--text-hidden", "32", "--text-layers", "2", "--text-heads", "2", "--frozen-layers", "1"]
     assert module.main(argv) == 0
     out = capsys.readouterr().out
