@@ -159,7 +159,8 @@ def _pretrain_options(args, preset: str):
         text_model=args.text_model,
         text_frozen_layers=args.text_frozen_layers,
         weights=parse_weight_overrides(args.weight),
-        augment=not args.no_augment,
+        augment=args.augment,
+        hflip=args.hflip,
         workers=args.workers,
         amp=args.amp,
         seed=args.seed,
@@ -383,7 +384,17 @@ def _add_pretrain_arguments(p: argparse.ArgumentParser, *, training: bool = True
     p.add_argument(
         "--weight", action="append", metavar="TERM=VALUE", help="override a loss weight (repeatable)"
     )
-    p.add_argument("--no-augment", action="store_true", help="no image / text augmentation")
+    p.add_argument(
+        "--augment",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="image / text augmentation (default on; synthetic: off)",
+    )
+    p.add_argument(
+        "--hflip",
+        type=float,
+        help="horizontal-flip probability (default 0.5 as LoVT; synthetic 0: sides matter)",
+    )
     p.add_argument("--workers", type=int, default=0, help="data-loading processes (default 0)")
     p.add_argument("--amp", action="store_true", help="mixed precision (CUDA)")
     p.add_argument(
