@@ -320,6 +320,288 @@ def _cmd_demo(args) -> int:
     return 1 if failed else 0
 
 
+# ---------------------------------------------------------------- pretraining (imports pretrain lazily)
+
+
+def _pretrain_data(args):
+    from pretrain.runs import DataOptions
+
+    return DataOptions(
+        mimic=args.data,
+        reports=args.reports,
+        manifest=args.manifest,
+        synthetic=args.synthetic,
+        synthetic_n=args.synthetic_n,
+        synthetic_size=args.synthetic_size,
+        seed=args.seed,
+    )
+
+
+def _pretrain_options(args, preset: str):
+    from pretrain.config import parse_weight_overrides
+    from pretrain.runs import RunOptions as PretrainOptions
+
+    return PretrainOptions(
+        preset=preset,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        accumulate=args.accumulate,
+        lr=args.lr,
+        weight_decay=args.weight_decay,
+        warmup_iters=args.warmup_iters,
+        patience=args.patience,
+        image_arch=args.image_arch,
+        image_init=args.image_init,
+        image_size=args.image_size,
+        text_model=args.text_model,
+        text_frozen_layers=args.text_frozen_layers,
+        weights=parse_weight_overrides(args.weight),
+        augment=args.augment,
+        hflip=args.hflip,
+        workers=args.workers,
+        amp=args.amp,
+        seed=args.seed,
+    )
+
+
+def _pretrain_errors() -> tuple[type[Exception], ...]:
+    from pretrain.data.records import PairDataError
+    from pretrain.model import ImageWeightsUnavailableError
+    from pretrain.text import TextModelUnavailableError
+    from pretrain.train import PretrainError
+
+    return (PairDataError, PretrainError, TextModelUnavailableError, ImageWeightsUnavailableError, ValueError)
+
+
+def _cmd_pretrain(args) -> int:
+    from pretrain.runs import build_config, load_pairs
+    from pretrain.train import pretrain
+
+    try:
+        data = _pretrain_data(args)
+        options = _pretrain_options(args, args.preset)
+        pairs, text_model = load_pairs(data, args.out)
+        cfg = build_config(options, data.synthetic, text_model)
+        result = pretrain(
+            cfg, pairs, args.out, launcher=args.launcher, progress=not args.quiet, verbose=args.verbose
+        )
+    except _pretrain_errors() as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"\n{'epoch':>5} {'train loss':>11} {'val loss':>9}")
+    for e in result.history:
+        val = e.get("val", {}).get("loss")
+        print(
+            f"{e['epoch']:>5} {e['train'].get('loss', float('nan')):>11.4f} {'-' if val is None else f'{val:.4f}':>9}"
+        )
+    print(f"\n{result.epochs_run} epoch(s); best epoch {result.best_epoch}; backbone {result.backbone}")
+    print(
+        f"evaluate it with: cxrbench evaluate --backbone {result.backbone} --tasks ... --data ... --out ..."
+    )
+    return 0
+
+
+def _cmd_analyze(args) -> int:
+    import tempfile
+
+    import torch
+
+    from pretrain import analysis
+    from pretrain.data.dataset import PairCollator, PairDataset, image_statistics
+    from pretrain.runs import load_pairs
+    from pretrain.train import find_run, load_run
+
+    run = None if args.image_only else find_run(args.backbone)
+    try:
+        with tempfile.TemporaryDirectory(prefix="cxrbench-analyze-") as tmp:
+            pairs, _ = load_pairs(_pretrain_data(args), tmp, with_text_model=False)
+            records = pairs.split(args.split) or pairs.records
+            if not pairs.split(args.split):
+                print(f"note: no '{args.split}' pairs; analysing all {len(records)} pairs", file=sys.stderr)
+            if run is not None:
+                given = Path(args.backbone)
+                net, tokenizer, cfg, norm = load_run(run, given if given.suffix == ".pth" else None)
+                ds = PairDataset(records, norm["image_size"], norm["mean"], norm["std"], None, cfg.sentences)
+                loader = torch.utils.data.DataLoader(
+                    ds, batch_size=args.batch_size, collate_fn=PairCollator(tokenizer, cfg.model.max_tokens)
+                )
+                result = analysis.analyze_model(net, loader, args.device, args.max_samples)
+                title = f"{run} (preset {cfg.preset}, both modalities)"
+            else:
+                from benchmark.backbones import BackboneError, build_encoder
+
+                spec = args.backbone
+                if Path(spec).is_dir() and (Path(spec) / "backbone.safetensors").is_file():
+                    spec = str(Path(spec) / "backbone.safetensors")  # a run folder with --image-only
+                try:
+                    encoder, info = build_encoder(spec)
+                except BackboneError as e:
+                    print(f"error: {e}", file=sys.stderr)
+                    return 2
+                sidecar = Path(spec).with_suffix(".json")
+                norm = json.loads(sidecar.read_text()).get("normalization") if sidecar.is_file() else None
+                size = args.image_size or (norm or {}).get("image_size", 224)
+                if norm is None:
+                    mean, std = image_statistics(records, size)
+                else:
+                    mean, std = norm["mean"], norm["std"]
+                ds = PairDataset(records, size, mean, std)
+                loader = torch.utils.data.DataLoader(
+                    ds, batch_size=args.batch_size, collate_fn=lambda b: torch.stack([x["image"] for x in b])
+                )
+                encoder = encoder.to(args.device).eval()
+                result = analysis.analyze_image_features(
+                    lambda x: encoder(x.expand(-1, 3, -1, -1))[5], loader, args.device, args.max_samples
+                )
+                title = f"{info.name} (image side)"
+    except _pretrain_errors() as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(analysis.format_report(result, title))
+    if args.json:
+        from tasks.io import write_json_atomic
+
+        write_json_atomic(args.json, {"backbone": str(args.backbone), **result})
+        print(f"written to {args.json}")
+    return 0
+
+
+def _cmd_ablate(args) -> int:
+    from dataclasses import replace
+
+    from benchmark.ablate import ablate, format_comparison
+    from benchmark.run import RunOptions, default_num_workers
+    from pretrain.config import PRESETS
+    from pretrain.runs import build_config, load_pairs
+    from pretrain.train import pretrain
+    from tasks.registry import select_tasks
+
+    presets = [p.strip() for p in args.presets.split(",") if p.strip()]
+    unknown = [p for p in presets if p not in PRESETS]
+    if unknown or not presets:
+        print(f"error: unknown preset(s) {', '.join(unknown)}; known: {', '.join(PRESETS)}", file=sys.stderr)
+        return 2
+    try:
+        tasks = select_tasks(args.tasks)
+        data = _pretrain_data(args)
+        options = _pretrain_options(args, presets[0])
+    except (KeyError, *_pretrain_errors()) as e:
+        print(f"error: {e.args[0] if isinstance(e, KeyError) else e}", file=sys.stderr)
+        return 2
+    out = Path(args.out)
+    loaded = {}
+
+    def pretrain_one(preset: str) -> Path:
+        if not loaded:  # read the pairs once, after the task check, for all presets
+            loaded["pairs"], loaded["text_model"] = load_pairs(data, out)
+        cfg = build_config(replace(options, preset=preset), data.synthetic, loaded["text_model"])
+        run = pretrain(
+            cfg, loaded["pairs"], out / "pretrain" / preset, launcher=args.launcher, progress=not args.quiet
+        )
+        return run.backbone
+
+    eval_options = RunOptions(
+        max_epochs=args.max_epochs,
+        batch_size=args.eval_batch_size,
+        device=args.device,
+        num_workers=default_num_workers(args.device),
+        amp=args.amp,
+        progress=not args.quiet,
+    )
+    seeds = list(range(args.first_seed, args.first_seed + args.seeds))
+    try:
+        records, rows = ablate(
+            presets,
+            pretrain_one,
+            tasks,
+            args.bench_data,
+            out,
+            seeds=seeds,
+            lr=args.eval_lr,
+            eval_options=eval_options,
+        )
+    except (FileNotFoundError, *_pretrain_errors()) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(
+        f"\ntest {', '.join(sorted({r['metric'] for r in rows if r['metric']}))} (mean +- std over {len(seeds)} seed(s)):"
+    )
+    print(format_comparison(rows))
+    print(f"\ntable written to {out / 'ablation.csv'}")
+    failed = sum(r["n_failed"] for r in rows)
+    return 1 if failed else 0
+
+
+def _add_pretrain_arguments(p: argparse.ArgumentParser, *, training: bool = True) -> None:
+    """Data source and pretraining options shared by pretrain, analyze and ablate."""
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--data", help="MIMIC-CXR-JPG 2.0.0 folder (files/, mimic-cxr-2.0.0-*.csv.gz)")
+    src.add_argument("--manifest", help="CSV / JSONL with image, report[, patient_id, study_id, split]")
+    src.add_argument(
+        "--synthetic", action="store_true", help="generated phantom image-report pairs (CPU demo)"
+    )
+    p.add_argument("--reports", help="mimic-cxr-reports.zip or its unpacked folder (default: next to --data)")
+    p.add_argument("--synthetic-n", type=int, default=256, help="number of synthetic pairs (default 256)")
+    p.add_argument("--synthetic-size", type=int, default=128, help="synthetic image side in px (default 128)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", choices=["cpu", "cuda"], default=None, help="default: cuda when available")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    if not training:  # analyze: the data options only
+        return
+    p.add_argument("--epochs", type=int, help="default 100 (synthetic: 5)")
+    p.add_argument(
+        "--batch-size",
+        type=int,
+        help="pairs per forward pass = in-batch negatives (default 32; synthetic 16)",
+    )
+    p.add_argument("--accumulate", type=int, help="gradient accumulation steps (default 16; synthetic 1)")
+    p.add_argument("--lr", type=float, help="AdamW learning rate (default 1e-4; synthetic 1e-3)")
+    p.add_argument("--weight-decay", type=float, help="default 1e-6")
+    p.add_argument("--warmup-iters", type=int, help="linear learning-rate warm-up iterations (default 0)")
+    p.add_argument(
+        "--patience", type=int, help="early stopping on the validation loss, epochs (default 10; 0 = off)"
+    )
+    p.add_argument(
+        "--image-arch",
+        choices=["resnet18", "resnet34", "resnet50"],
+        help="default resnet50 (synthetic: resnet18)",
+    )
+    p.add_argument(
+        "--image-init",
+        help="imagenet | random | PATH to torchvision weights (default imagenet; synthetic random)",
+    )
+    p.add_argument("--image-size", type=int, help="input side in px (default 224; synthetic 128)")
+    p.add_argument(
+        "--text-model",
+        help="Hugging Face BERT name or local folder (default emilyalsentzer/Bio_ClinicalBERT)",
+    )
+    p.add_argument(
+        "--text-frozen-layers", type=int, help="BERT layers frozen after the embeddings (default 6)"
+    )
+    p.add_argument(
+        "--weight", action="append", metavar="TERM=VALUE", help="override a loss weight (repeatable)"
+    )
+    p.add_argument(
+        "--augment",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="image / text augmentation (default on; synthetic: off)",
+    )
+    p.add_argument(
+        "--hflip",
+        type=float,
+        help="horizontal-flip probability (default 0.5 as LoVT; synthetic 0: sides matter)",
+    )
+    p.add_argument("--workers", type=int, default=0, help="data-loading processes (default 0)")
+    p.add_argument("--amp", action="store_true", help="mixed precision (CUDA)")
+    p.add_argument(
+        "--launcher",
+        choices=["none", "pytorch", "slurm", "mpi"],
+        default="none",
+        help="DDP launcher (with torchrun: pytorch)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="cxrbench", description="Localized downstream benchmark for chest X-ray encoders."
@@ -506,6 +788,53 @@ def build_parser() -> argparse.ArgumentParser:
     dm.add_argument("--device", choices=["cpu", "cuda"], default=None, help="default: cuda when available")
     dm.add_argument("--quiet", action="store_true", help="no progress bars")
     dm.set_defaults(func=_cmd_demo)
+
+    from pretrain.config import PRESETS  # pure Python: the preset names for --help
+
+    pt = sub.add_parser(
+        "pretrain", help="image-text pretraining of an encoder; exports OUT/backbone.safetensors"
+    )
+    pt.add_argument(
+        "--preset", required=True, choices=list(PRESETS), help="the objective (see README: Pretraining)"
+    )
+    pt.add_argument("--out", required=True, help="run folder (a rerun resumes or reuses it)")
+    pt.add_argument("--verbose", action="store_true", help="mmengine's INFO log on the console")
+    _add_pretrain_arguments(pt)
+    pt.set_defaults(func=_cmd_pretrain)
+
+    an = sub.add_parser(
+        "analyze", help="alignment / uniformity / spread of embeddings (pretraining run or any encoder)"
+    )
+    an.add_argument(
+        "--backbone",
+        required=True,
+        help="pretraining run folder, its backbone.safetensors or a checkpoint OUT/work/*.pth | any backbone spec",
+    )
+    an.add_argument("--split", default="validate", help="which pairs (default validate; all when absent)")
+    an.add_argument("--max-samples", type=int, default=512)
+    an.add_argument("--batch-size", type=int, default=32)
+    an.add_argument("--image-size", type=int, help="for plain encoders (default: the sidecar's, else 224)")
+    an.add_argument("--image-only", action="store_true", help="measure the image encoder's feature map only")
+    an.add_argument("--json", help="also write the numbers to this JSON file")
+    _add_pretrain_arguments(an, training=False)
+    an.set_defaults(func=_cmd_analyze)
+
+    ab = sub.add_parser("ablate", help="pretrain several presets, evaluate each export, print the comparison")
+    ab.add_argument("--presets", required=True, help=f"comma-separated, from: {', '.join(PRESETS)}")
+    ab.add_argument(
+        "--tasks", required=True, help="benchmark tasks (comma-separated ids, dataset names, 'all')"
+    )
+    ab.add_argument("--bench-data", required=True, help="data root with the prepared benchmark datasets")
+    ab.add_argument("--out", required=True, help="OUT/pretrain/<preset>, OUT/eval, OUT/ablation.csv")
+    ab.add_argument("--seeds", type=int, default=1, help="evaluation seeds per task (default 1)")
+    ab.add_argument("--first-seed", type=int, default=0)
+    ab.add_argument("--max-epochs", type=int, default=None, help="override the tasks' epoch budget")
+    ab.add_argument("--eval-batch-size", type=int, default=None, help="override the tasks' batch size")
+    ab.add_argument(
+        "--eval-lr", type=float, default=None, help="learning rate for every task (default: each task's)"
+    )
+    _add_pretrain_arguments(ab)
+    ab.set_defaults(func=_cmd_ablate)
     return p
 
 
