@@ -8,9 +8,11 @@ import os
 from dataclasses import dataclass, field
 
 from mmengine.config import ConfigDict
+from mmengine.dist import barrier
 from mmengine.logging import MMLogger
 from mmengine.runner import Runner
 
+from benchmark.openmmlab.feature_cache import FeatureCacheHook
 from benchmark.openmmlab.hooks import HistoryHook
 
 
@@ -26,6 +28,7 @@ class RunOutcome:
     checkpoint: str | None  # the checkpoint the test metrics come from (None: the untrained model)
     history: list[dict] = field(default_factory=list)
     log_file: str | None = None
+    feature_cache: dict | None = None  # what the feature cache did (None: not used)
 
 
 def _strip(metrics: dict) -> dict[str, float]:
@@ -54,6 +57,7 @@ def train_and_test(cfg: ConfigDict, monitor: str) -> RunOutcome:
         best_ckpt = None
         if max_epochs > 0:
             runner.train()
+            barrier()  # DDP: rank 0 has finished writing the checkpoints before any rank reads one
             best_ckpt = runner.message_hub.get_info("best_ckpt")
             if not best_ckpt or not os.path.exists(best_ckpt):
                 # no epoch produced a valid monitored value (e.g. NaN): fall back to the last checkpoint
@@ -77,6 +81,7 @@ def train_and_test(cfg: ConfigDict, monitor: str) -> RunOutcome:
             checkpoint=best_ckpt,
             history=history.val_history,
             log_file=log_file,
+            feature_cache=next((h.report for h in runner.hooks if isinstance(h, FeatureCacheHook)), None),
         )
     finally:
         for h in list(logger.handlers):
