@@ -241,9 +241,7 @@ def work(
         if state.left == 0:
             return executed
         ran = False
-        for run in state.ready:
-            if claim_path(sweep.out_dir, run.key).exists():
-                continue  # cheap pre-check; try_claim below decides (and takes stale claims over)
+        for run in state.ready:  # try_claim skips runs held by live workers and takes stale claims over
             phase = "lr search" if run.phase == "lr_search" else "final"
             started = time.time()
             record = run_claimed(run, sweep.out_dir, sweep.options, sweep_id, worker)
@@ -262,19 +260,8 @@ def work(
                 f"{outcome} ({time.time() - started:.0f} s) -> {run.path}"
             )
             break
-        if not ran:
-            # every ready run is claimed by someone alive, or we wait for a search to finish elsewhere;
-            # stale claims are retried on the next scan
-            for run in state.ready:
-                path = claim_path(sweep.out_dir, run.key)
-                if path.exists():
-                    record = run_claimed(run, sweep.out_dir, sweep.options, sweep_id, worker)
-                    if record is not None:  # it was stale: we ran it
-                        executed += 1
-                        ran = True
-                        break
-            if not ran:
-                time.sleep(poll_s)
+        if not ran:  # the ready runs are held by live workers, or a search is finishing elsewhere
+            time.sleep(poll_s)
 
 
 def collect(sweep: Sweep, sweep_id: str) -> list[dict]:
@@ -295,7 +282,10 @@ def _worker_main(sweep: Sweep, sweep_id: str, worker: str, threads: int, parent_
     torch.set_num_threads(threads)
 
     def echo(*args):
-        print(*args, flush=True)
+        # one write per line: the workers share the console (or pipe), and print's separate write of the
+        # newline lets lines of two workers run into one
+        sys.stdout.write(" ".join(str(a) for a in args) + "\n")
+        sys.stdout.flush()
 
     try:
         work(sweep, sweep_id, worker, echo, parent_pid=parent_pid)
