@@ -276,12 +276,16 @@ def _usable_cpus() -> int:
         return os.cpu_count() or 1
 
 
-def _worker_main(sweep: Sweep, sweep_id: str, worker: str, threads: int, parent_pid: int) -> None:
+def _worker_main(
+    sweep: Sweep, sweep_id: str, worker: str, threads: int, parent_pid: int, quiet: bool = False
+) -> None:
     import torch
 
     torch.set_num_threads(threads)
 
     def echo(*args):
+        if quiet:
+            return
         # one write per line: the workers share the console (or pipe), and print's separate write of the
         # newline lets lines of two workers run into one
         sys.stdout.write(" ".join(str(a) for a in args) + "\n")
@@ -293,7 +297,9 @@ def _worker_main(sweep: Sweep, sweep_id: str, worker: str, threads: int, parent_
         sys.exit(130)
 
 
-def run_local(sweep: Sweep, workers: int, echo=print, gpus: int = 0) -> list[dict]:
+def run_local(
+    sweep: Sweep, workers: int, echo=print, gpus: int = 0, quiet_workers: bool = False
+) -> list[dict]:
     """Run a sweep with ``workers`` local processes pulling runs; returns the records (``evaluate`` order).
 
     Each worker uses ``cpus // workers`` threads; with ``gpus`` > 0, worker ``i`` sees GPU ``i % gpus``.
@@ -316,7 +322,7 @@ def run_local(sweep: Sweep, workers: int, echo=print, gpus: int = 0) -> list[dic
                 os.environ["CUDA_VISIBLE_DEVICES"] = str(i % gpus)  # inherited by the child at spawn
             p = ctx.Process(
                 target=_worker_main,
-                args=(sweep, sweep_id, f"w{i + 1}", threads, os.getpid()),
+                args=(sweep, sweep_id, f"w{i + 1}", threads, os.getpid(), quiet_workers),
                 name=f"cxrbench-w{i + 1}",
             )
             p.start()
