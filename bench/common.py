@@ -40,7 +40,8 @@ def machine() -> str:
         cores = os.cpu_count()
     import torch
 
-    return f"{cpu}, {cores} usable cores, torch {torch.__version__} ({torch.get_num_threads()} threads)"
+    load = ", load average {:.1f}".format(os.getloadavg()[0]) if hasattr(os, "getloadavg") else ""
+    return f"{cpu}, {cores} usable cores{load}, torch {torch.__version__} ({torch.get_num_threads()} threads)"
 
 
 def today() -> str:

@@ -1,6 +1,6 @@
 """A sweep of small runs with 2 local workers vs 1, side by side.
 
-    python -m bench.workers [--runs 6] [--work DIR]
+    python -m bench.workers [--seeds 1] [--work DIR]
 
 The same sweep (a frozen linear task on a random ResNet-18: an lr search over 4 values, then the final
 seeds; 1 epoch, batch 2) is run by ``run_local`` with 1 worker and with 2, each into a fresh output
@@ -23,7 +23,7 @@ from bench.common import fake_data, machine, today
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--seeds", type=int, default=2, help="final seeds (the sweep has 4 + seeds runs)")
+    p.add_argument("--seeds", type=int, default=1, help="final seeds (the sweep has 4 + seeds runs)")
     p.add_argument("--n", type=int, default=60, help="fake RSNA images")
     p.add_argument("--work", default=None)
     args = p.parse_args(argv)
