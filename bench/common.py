@@ -40,7 +40,7 @@ def machine() -> str:
         cores = os.cpu_count()
     import torch
 
-    load = ", load average {:.1f}".format(os.getloadavg()[0]) if hasattr(os, "getloadavg") else ""
+    load = f", load average {os.getloadavg()[0]:.1f}" if hasattr(os, "getloadavg") else ""
     return f"{cpu}, {cores} usable cores{load}, torch {torch.__version__} ({torch.get_num_threads()} threads)"
 
 
