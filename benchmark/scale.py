@@ -63,7 +63,12 @@ def add_arguments(e: argparse.ArgumentParser) -> None:
     s.add_argument(
         "--slurm-time", type=int, default=240, metavar="MIN", help="time limit per job (default 240)"
     )
-    s.add_argument("--slurm-gpus", type=int, default=1, help="GPUs per job (default 1; 0: CPU jobs)")
+    s.add_argument(
+        "--slurm-gpus",
+        type=int,
+        default=1,
+        help="GPUs per job (default 1; 0: CPU jobs); a job runs one run on one GPU",
+    )
     s.add_argument("--slurm-cpus", type=int, default=8, help="CPUs per job (default 8)")
     s.add_argument("--slurm-mem", type=int, default=None, metavar="GB", help="memory per job")
     s.add_argument("--slurm-account", default=None)

@@ -265,8 +265,13 @@ def work(
 
 
 def collect(sweep: Sweep, sweep_id: str) -> list[dict]:
-    """The settled records of the sweep, in ``evaluate``'s order."""
-    return scan(sweep, parse_spec(sweep.backbone_spec), sweep_id).records
+    """The settled records of the sweep, in ``evaluate``'s order; removes this sweep's failure markers
+    when every run is settled (the next sweep retries failed runs anyway)."""
+    state = scan(sweep, parse_spec(sweep.backbone_spec), sweep_id)
+    if state.left == 0:
+        for marker in (Path(sweep.out_dir) / CLAIMS_DIR).glob(f"*.attempted-{sweep_id}"):
+            marker.unlink(missing_ok=True)
+    return state.records
 
 
 def _usable_cpus() -> int:
