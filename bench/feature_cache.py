@@ -59,6 +59,7 @@ def measure(task_id: str, backbone: str, data, work: Path, epochs: int, batch: i
 
     task = replace(get_task(task_id), patience=epochs + 1)  # no early stop during the measurement
     result = {}
+    shutil.rmtree(work / f"cache-{task_id}", ignore_errors=True)  # the build is part of the measurement
     for mode in ("encoder", "cached"):
         options = RunOptions(
             max_epochs=epochs,

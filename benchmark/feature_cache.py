@@ -165,7 +165,13 @@ class EntryWriter:
                 raise ValueError(
                     f"level C{level}: features of shape {value.shape[1:]}, expected {arr.shape[1:]}"
                 )
-            arr[rows] = value.astype(self.dtype, copy=False)
+            stored = value.astype(self.dtype, copy=False)
+            if not np.isfinite(stored).all() and np.isfinite(value).all():
+                raise OverflowError(
+                    f"level C{level}: features beyond the range of {self.dtype.name} "
+                    f"(max |x| = {float(np.abs(value).max()):.3g}); use --feature-cache-dtype float32"
+                )
+            arr[rows] = stored
         self.filled[rows] = True
 
     def finish(self) -> int:

@@ -190,6 +190,8 @@ def test_yolov3_frozen_task_cached_equals_uncached(data_root, tmp_path):
 
     plain = outcome(None)
     half = outcome(str(tmp_path / "fc16"))
+    # YOLOv3 reads C3-C5 only (its images are placeholders, the U-Net test below checks the other case)
+    assert half.feature_cache["entries"]["train_10pct"]["levels"] == [3, 4, 5]
     full = outcome(str(tmp_path / "fc32"), "float32")
     assert plain.feature_cache is None and half.feature_cache["used"]
     assert plain.test["n_detections"] > 0
@@ -203,3 +205,32 @@ def test_yolov3_frozen_task_cached_equals_uncached(data_root, tmp_path):
     assert full.test == pytest.approx(plain.test, rel=1e-6, abs=1e-9)
     assert half.feature_cache["bytes"] * 2 == full.feature_cache["bytes"]
     assert all(os.path.isdir(e["path"]) for e in half.feature_cache["entries"].values())
+
+
+@pytest.mark.slow
+def test_unet_frozen_cached_equals_uncached_and_reads_the_real_image(data_root, tmp_path):
+    """U-Net heads also take C0 (the input image): it comes from the live image, never a placeholder."""
+    from dataclasses import replace
+
+    from benchmark import openmmlab
+    from benchmark.backbones import parse_spec
+    from benchmark.openmmlab.config import MONITORS
+    from benchmark.run import RunOptions, plan_run, resolve, runner_config
+    from tasks.registry import get_task
+
+    task = replace(get_task("rsna_linear_10"), id="rsna_unet_frozen_10", head="unet", lr=1e-3)
+
+    def run(cache: str | None):
+        options = RunOptions(max_epochs=1, batch_size=2, progress=False, feature_cache=cache)
+        planned = plan_run(task, parse_spec("resnet18.random"), data_root, tmp_path, 0, None, options)
+        cfg = runner_config(planned, resolve(planned, tmp_path, options), options, f"unet-{cache}")
+        if cache:
+            steps = [s["type"] for s in cfg.train_dataloader.dataset.pipeline]
+            assert "LoadImageFromFile" in steps and "CXRPlaceholderImage" not in steps
+        return openmmlab.train_and_test(cfg, MONITORS[task.metric])
+
+    plain, cached = run(None), run(str(tmp_path / "fc"))
+    assert cached.feature_cache["entries"]["val"]["levels"] == [1, 2, 3, 4, 5]  # C0 is not stored
+    for split in ("val", "test"):
+        for k in ("dice", "dice_per_image"):
+            assert getattr(cached, split)[k] == pytest.approx(getattr(plain, split)[k], abs=1e-3), (split, k)

@@ -34,7 +34,7 @@ for _registry, _classes in (
             heads.MultiLabelEncoderDecoder,
         ],
     ),
-    (TRANSFORMS, [heads.LoadMultiLabelMasks]),
+    (TRANSFORMS, [heads.LoadMultiLabelMasks, feature_cache.PlaceholderImage]),
     (
         HOOKS,
         [

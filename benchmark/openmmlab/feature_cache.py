@@ -20,6 +20,7 @@ augmentation, so an image's features are the same in every epoch.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import random
 import time
@@ -29,12 +30,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from mmcv.transforms import BaseTransform
 from mmengine.config import ConfigDict
 from mmengine.dataset import pseudo_collate
 from mmengine.hooks import Hook
 from mmengine.model import BaseDataPreprocessor, is_model_wrapper
 from mmengine.registry import DATASETS, MODELS
 from mmengine.runner.amp import autocast
+from PIL import Image
 
 from benchmark.backbones import CXRBackbone
 from benchmark.feature_cache import FeatureStore, entry_key, file_sha256, human_bytes
@@ -44,6 +47,24 @@ SUBSETS = ("train", "val", "test")
 
 def _image_id(sample) -> str:
     return Path(sample.metainfo["img_path"]).stem
+
+
+class PlaceholderImage(BaseTransform):
+    """Stands in for ``LoadImageFromFile`` when no head reads the pixels (its features are cached): a zero
+    image of the file's shape, read from the PNG header instead of decoding the image. Shapes, and so all
+    meta information the heads and metrics use, are those the real loader would give."""
+
+    def __init__(self, color_type: str = "grayscale") -> None:
+        self.color_type = color_type
+
+    def transform(self, results: dict) -> dict:
+        with Image.open(results["img_path"]) as im:
+            width, height = im.size
+        shape = (height, width) if self.color_type == "grayscale" else (height, width, 3)
+        results["img"] = np.zeros(shape, dtype=np.uint8)
+        results["img_shape"] = (height, width)
+        results["ori_shape"] = (height, width)
+        return results
 
 
 class CachedBackbone(CXRBackbone):
@@ -102,10 +123,13 @@ class CachedFeaturePreprocessor(BaseDataPreprocessor):
         out_indices: the backbone's levels, in order; level 0 is the normalised image itself.
     """
 
-    def __init__(self, preprocessor: dict, out_indices: Sequence[int]) -> None:
+    def __init__(
+        self, preprocessor: dict, out_indices: Sequence[int], placeholder_images: bool = False
+    ) -> None:
         super().__init__()
         self.preprocessor = MODELS.build(preprocessor)
         self.out_indices = tuple(out_indices)
+        self.placeholder_images = placeholder_images
         self._entries: list = []
         self._lookup: dict[str, tuple[int, int]] | None = None
 
@@ -141,6 +165,8 @@ class CachedFeaturePreprocessor(BaseDataPreprocessor):
     def forward(self, data: dict, training: bool = False) -> dict:
         data = self.preprocessor(data, training)
         if self._lookup is None:  # not attached (yet): the backbone computes the features
+            if self.placeholder_images:
+                raise RuntimeError("the images are placeholders but no feature cache is attached")
             return data
         cached = self.gather([_image_id(s) for s in data["data_samples"]])
         image = data["inputs"]
@@ -191,8 +217,11 @@ class FeatureCacheHook(Hook):
         batch_size: int = 32,
         num_workers: int = 0,
         provenance: dict | None = None,
+        source_pipelines: dict | None = None,
     ) -> None:
         self.store = FeatureStore(root)
+        # the subsets' pipelines with the real image loader, when the run's own load placeholders
+        self.source_pipelines = dict(source_pipelines or {})
         self.dtype = dtype
         self.amp = amp
         self.batch_size = batch_size
@@ -216,6 +245,8 @@ class FeatureCacheHook(Hook):
         with _rng_preserved():
             for subset_name in SUBSETS:
                 ds_cfg = _plain(runner.cfg[f"{subset_name}_dataloader"]["dataset"])
+                if subset_name in self.source_pipelines:
+                    ds_cfg = dict(ds_cfg, pipeline=_plain(self.source_pipelines[subset_name]))
                 prepared = Path(ds_cfg["data_root"])
                 ann = prepared / ds_cfg["ann_file"]
                 payload = {
@@ -308,10 +339,23 @@ def use_feature_cache(
     if not backbone.get("frozen"):
         raise ValueError("the feature cache applies to frozen tasks only")
     backbone["type"] = "CXRCachedBackbone"
+    placeholders = 0 not in backbone["out_indices"]  # no head reads the pixels: do not decode them
+    source_pipelines = {}
+    if placeholders:
+        for subset_name in SUBSETS:
+            dataset = cfg[f"{subset_name}_dataloader"]["dataset"]
+            source_pipelines[subset_name] = copy.deepcopy(dataset["pipeline"])
+            dataset["pipeline"] = [
+                dict(type="CXRPlaceholderImage", color_type=step.get("color_type", "color"))
+                if step.get("type") == "LoadImageFromFile"
+                else step
+                for step in dataset["pipeline"]
+            ]
     model["data_preprocessor"] = dict(
         type="CXRCachedFeaturePreprocessor",
         preprocessor=model["data_preprocessor"],
         out_indices=tuple(backbone["out_indices"]),
+        placeholder_images=placeholders,
     )
     cfg["custom_hooks"].insert(
         0,
@@ -323,6 +367,7 @@ def use_feature_cache(
             batch_size=batch_size,
             num_workers=num_workers,
             provenance=dict(provenance or {}),
+            source_pipelines=source_pipelines,
         ),
     )
     return cfg

@@ -39,6 +39,15 @@ def _history_hook(runner: Runner) -> HistoryHook:
     return next(h for h in runner.hooks if isinstance(h, HistoryHook))
 
 
+def _freeze_config_text(runner: Runner) -> None:
+    """Format the config once: mmengine re-formats it (yapf) into every checkpoint it saves, two per
+    epoch here, which costs more than a whole epoch of a head trained on cached features."""
+    cfg = runner.cfg
+    text = cfg.pretty_text
+    frozen = type("FrozenTextConfig", (type(cfg),), {"pretty_text": property(lambda self: text)})
+    object.__setattr__(cfg, "__class__", frozen)
+
+
 def train_and_test(cfg: ConfigDict, monitor: str) -> RunOutcome:
     """Run training (``cfg.train_cfg.max_epochs`` may be 0: test the untrained head) and the test.
 
@@ -51,6 +60,7 @@ def train_and_test(cfg: ConfigDict, monitor: str) -> RunOutcome:
         cfg = cfg.copy()
         cfg.train_cfg.max_epochs = 1  # the loop needs >= 1 to be built; it is never run
     runner = Runner.from_cfg(cfg)
+    _freeze_config_text(runner)
     logger = MMLogger.get_current_instance()
     try:
         history = _history_hook(runner)
