@@ -126,8 +126,9 @@ def _cmd_evaluate(args) -> int:
                 search_seed=args.search_seed,
                 echo=echo,
             )
+            missing = 0
         else:
-            records = evaluate_scaled(args, tasks, seeds, options)
+            records, missing = evaluate_scaled(args, tasks, seeds, options)
     except (BackboneError, FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -139,7 +140,9 @@ def _cmd_evaluate(args) -> int:
             if total:
                 print(f"feature cache {args.feature_cache_dir}: {human_bytes(total)} in all")
         print_summary(records, Path(args.out))
-    return 1 if any(r["status"] != "ok" for r in records) else 0
+        if missing:
+            print(f"{missing} run(s) have no record yet: start the same command again to finish the sweep")
+    return 1 if missing or any(r["status"] != "ok" for r in records) else 0
 
 
 def print_summary(records: list[dict], out: Path) -> None:

@@ -123,8 +123,13 @@ def launcher_setup(args) -> str | None:
     return None
 
 
-def evaluate_scaled(args, tasks, seeds, options) -> list[dict]:
-    """Run the sweep on the chosen executor (local workers, Slurm); the records in ``evaluate`` order."""
+def evaluate_scaled(args, tasks, seeds, options) -> tuple[list[dict], int]:
+    """Run the sweep on the chosen executor (local workers, Slurm).
+
+    Returns:
+        The records in ``evaluate`` order, and how many runs of the sweep have none (workers or jobs that
+        died; starting the same command again finishes them).
+    """
     from benchmark.sweep import Sweep, run_local
 
     sweep = Sweep(
@@ -144,7 +149,8 @@ def evaluate_scaled(args, tasks, seeds, options) -> list[dict]:
             import torch
 
             gpus = torch.cuda.device_count()
-        return run_local(sweep, args.workers, gpus=gpus)
+        records = run_local(sweep, args.workers, gpus=gpus)
+        return records, sweep.total() - len(records)
     from benchmark.slurm import SlurmSettings, run_slurm
 
     settings = SlurmSettings(
@@ -159,4 +165,5 @@ def evaluate_scaled(args, tasks, seeds, options) -> list[dict]:
         array_parallelism=args.slurm_array_parallelism,
         cluster=None if args.slurm_cluster == "slurm" else args.slurm_cluster,
     )
-    return run_slurm(sweep, settings)
+    records = run_slurm(sweep, settings)
+    return records, sweep.total() - len(records)

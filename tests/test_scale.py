@@ -253,3 +253,39 @@ def test_torchrun_two_processes_gloo_writes_one_record(data_root, reference, tmp
     assert record["batch_size"] == 2 and record["batch_size_per_process"] == 1
     assert record["lr"] == 1e-3 and record["lr_source"] == "given" and 0 <= record["test_score"] <= 1
     assert not [p for p in (out / "runs").rglob("*") if p.is_file() and p.suffix != ".json"]
+
+
+@pytest.mark.slow
+def test_cli_local_workers(data_root, reference, cache_dir, tmp_path, capsys):
+    from benchmark.cli import main
+
+    common = [
+        "evaluate",
+        "--backbone",
+        "resnet18.random",
+        "--tasks",
+        "rsna_linear_10",
+        "--data",
+        str(data_root),
+        "--out",
+        str(tmp_path / "out"),
+        "--seeds",
+        "2",
+        "--no-lr-search",
+        "--max-epochs",
+        "1",
+        "--batch-size",
+        "2",
+        "--device",
+        "cpu",
+        "--feature-cache",
+        str(cache_dir),
+    ]
+    assert main([*common, "--executor", "slurm", "--workers", "2"]) == 2
+    assert "--workers is for the local executor" in capsys.readouterr().err
+    assert main([*common, "--workers", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "on 2 local worker(s)" in out and "2 run(s) ok, 0 failed" in out
+    records = records_in(tmp_path / "out")
+    assert sorted(r["seed"] for r in records.values()) == [0, 1]
+    assert all(r["feature_cache"]["root"] == str(cache_dir) for r in records.values())
