@@ -18,6 +18,7 @@ the shared file system, one file per run; submitit's logs and pickles to ``--slu
 from __future__ import annotations
 
 import os
+import shutil
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -81,7 +82,13 @@ class RunJob(submitit.helpers.Checkpointable):
 
 
 def make_executor(settings: SlurmSettings):
-    cluster = None if settings.cluster in (None, "auto") else settings.cluster
+    cluster = None if settings.cluster in (None, "auto", "slurm") else settings.cluster
+    if cluster is None and shutil.which("sbatch") is None:
+        raise ValueError(
+            "--executor slurm: no Slurm here (sbatch is not on PATH). Run the command on a cluster login "
+            "node, or add --slurm-cluster local to run the jobs on this machine through submitit"
+        )
+    cluster = cluster or "slurm"
     executor = submitit.AutoExecutor(folder=settings.folder, cluster=cluster)
     params = dict(
         name="cxrbench",

@@ -7,6 +7,7 @@ import json
 import multiprocessing as mp
 import os
 import random
+import shutil
 import signal
 import socket
 import subprocess
@@ -283,6 +284,9 @@ def test_cli_local_workers(data_root, reference, cache_dir, tmp_path, capsys):
     ]
     assert main([*common, "--executor", "slurm", "--workers", "2"]) == 2
     assert "--workers is for the local executor" in capsys.readouterr().err
+    if shutil.which("sbatch") is None:
+        assert main([*common, "--executor", "slurm"]) == 2
+        assert "no Slurm here" in capsys.readouterr().err
     assert main([*common, "--workers", "2"]) == 0
     out = capsys.readouterr().out
     assert "on 2 local worker(s)" in out and "2 run(s) ok, 0 failed" in out
