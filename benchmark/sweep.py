@@ -29,7 +29,7 @@ from pathlib import Path
 
 from benchmark import run as run_mod
 from benchmark.backbones import BackboneInfo, parse_spec
-from benchmark.claims import try_claim
+from benchmark.claims import is_stale, try_claim
 from benchmark.records import read_record
 from benchmark.run import PlannedRun, RunOptions, check_dataset_prepared, choose_lr, plan_run
 from tasks.datasets import get_dataset
@@ -265,12 +265,17 @@ def work(
 
 
 def collect(sweep: Sweep, sweep_id: str) -> list[dict]:
-    """The settled records of the sweep, in ``evaluate``'s order; removes this sweep's failure markers
-    when every run is settled (the next sweep retries failed runs anyway)."""
+    """The settled records of the sweep, in ``evaluate``'s order. Once every run is settled, removes this
+    sweep's failure markers (the next sweep retries failed runs anyway) and claims of dead processes."""
     state = scan(sweep, parse_spec(sweep.backbone_spec), sweep_id)
     if state.left == 0:
-        for marker in (Path(sweep.out_dir) / CLAIMS_DIR).glob(f"*.attempted-{sweep_id}"):
+        claims = Path(sweep.out_dir) / CLAIMS_DIR
+        for marker in claims.glob(f"*.attempted-{sweep_id}"):
             marker.unlink(missing_ok=True)
+        # a worker killed between writing a record and releasing its claim leaves a claim nobody needs
+        for claim in claims.glob("*.claim"):
+            if is_stale(claim):
+                claim.unlink(missing_ok=True)
     return state.records
 
 
