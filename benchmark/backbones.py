@@ -581,8 +581,11 @@ class CXRBackbone(nn.Module):
         if self.frozen and not frozen:
             raise RuntimeError("a backbone built with frozen=True cannot be unfrozen")
         self.encoder_frozen = frozen
+        # A permanently frozen encoder has no gradients at all. A warm-up freeze relies on the no_grad
+        # forward instead and keeps requires_grad: DDP registers only the parameters that require grads
+        # when it wraps the model, and the encoder must be among them once the warm-up ends.
         for p in self.encoder.parameters():
-            p.requires_grad_(not frozen)
+            p.requires_grad_(not self.frozen)
         if frozen:
             self.encoder.eval()
         else:

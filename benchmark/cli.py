@@ -196,35 +196,59 @@ def _cmd_evaluate(args) -> int:
     if args.seeds < 1:
         print("error: --seeds must be >= 1", file=sys.stderr)
         return 2
+    from benchmark.scale import evaluate_scaled, launcher_setup
+
+    problem = launcher_setup(args)
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
     options = RunOptions(
         max_epochs=args.max_epochs,
         batch_size=args.batch_size,
         device=args.device,
-        num_workers=default_num_workers(args.device) if args.workers is None else args.workers,
+        num_workers=default_num_workers(args.device) if args.loader_workers is None else args.loader_workers,
         amp=args.amp,
         train_limit=args.train_limit,
         keep_checkpoints=args.keep_checkpoints,
         verbose=args.verbose,
-        progress=not args.quiet,
+        progress=not args.quiet and args.rank == 0 and args.workers == 1,
+        feature_cache=None if args.no_feature_cache else str(args.feature_cache_dir),
+        feature_cache_dtype=args.feature_cache_dtype,
+        launcher=args.launcher,
     )
     seeds = list(range(args.first_seed, args.first_seed + args.seeds))
+    echo = print if args.rank == 0 else (lambda *a, **k: None)
     try:
-        records = evaluate(
-            args.backbone,
-            tasks,
-            args.data,
-            args.out,
-            seeds=seeds,
-            lr=args.lr,
-            options=options,
-            lr_search=not args.no_lr_search,
-            search_seed=args.search_seed,
-        )
+        if args.executor == "local" and args.workers == 1:
+            records = evaluate(
+                args.backbone,
+                tasks,
+                args.data,
+                args.out,
+                seeds=seeds,
+                lr=args.lr,
+                options=options,
+                lr_search=not args.no_lr_search,
+                search_seed=args.search_seed,
+                echo=echo,
+            )
+            missing = 0
+        else:
+            records, missing = evaluate_scaled(args, tasks, seeds, options)
     except (BackboneError, FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    print_summary(records, Path(args.out))
-    return 1 if any(r["status"] != "ok" for r in records) else 0
+    if args.rank == 0:
+        if not args.no_feature_cache:
+            from benchmark.feature_cache import FeatureStore, human_bytes
+
+            total = FeatureStore(args.feature_cache_dir).total_bytes()
+            if total:
+                print(f"feature cache {args.feature_cache_dir}: {human_bytes(total)} in all")
+        print_summary(records, Path(args.out))
+        if missing:
+            print(f"{missing} run(s) have no record yet: start the same command again to finish the sweep")
+    return 1 if missing or any(r["status"] != "ok" for r in records) else 0
 
 
 def print_summary(records: list[dict], out: Path) -> None:
@@ -696,7 +720,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     e.add_argument("--batch-size", type=int, default=None, help="override the task's batch size")
     e.add_argument("--device", choices=["cpu", "cuda"], default=None, help="default: cuda when available")
-    e.add_argument("--workers", type=int, default=None, help="data-loader processes (default 0 on CPU)")
+    e.add_argument(
+        "--loader-workers", type=int, default=None, help="data-loader processes per run (default 0 on CPU)"
+    )
     e.add_argument("--amp", action="store_true", help="mixed precision (CUDA)")
     e.add_argument(
         "--train-limit",
@@ -708,6 +734,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--keep-checkpoints", action="store_true", help="keep the .pth files of each run")
     e.add_argument("--verbose", action="store_true", help="mmengine's INFO log on the console")
     e.add_argument("--quiet", action="store_true", help="no progress bars")
+    from benchmark.scale import add_arguments
+
+    add_arguments(e)
     e.set_defaults(func=_cmd_evaluate)
 
     lb = sub.add_parser(
@@ -840,6 +869,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if getattr(args, "executor", None) == "slurm":
+        # the device is the jobs' business, not the submitting (login) node's; see benchmark/scale.py
+        return int(args.func(args) or 0)
     if getattr(args, "device", "unset") is None or getattr(args, "device", None) == "cuda":
         import torch
 

@@ -6,7 +6,7 @@ import json
 import os
 import time
 import traceback
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +37,10 @@ class RunOptions:
     keep_checkpoints: bool = False
     verbose: bool = False
     progress: bool = True
+    # folder of the frozen-feature cache (benchmark/feature_cache.py); None: frozen tasks run the encoder
+    feature_cache: str | None = None
+    feature_cache_dtype: str = "float16"
+    launcher: str = "none"  # "pytorch": each run spans the processes torchrun started (DDP)
 
 
 @dataclass
@@ -167,14 +171,51 @@ def runner_config(run: PlannedRun, resolved: PreparedRun, options: RunOptions, e
         amp=options.amp,
         verbose=options.verbose,
         progress=options.progress,
+        feature_cache=options.feature_cache,
+        feature_cache_dtype=options.feature_cache_dtype,
+        launcher=options.launcher,
     )
     return openmmlab.build_config(run.task, settings)
 
 
+def dist_info() -> tuple[int, int]:
+    """(rank, world size) of this process in a torchrun / DDP group; (0, 1) outside one."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def from_rank0(value):
+    """Rank 0's ``value`` on every rank (the value itself outside a process group)."""
+    if dist_info()[1] == 1:
+        return value
+    import torch.distributed as dist
+
+    box = [value]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
 def execute(run: PlannedRun, out_dir, options: RunOptions) -> dict:
-    """Train, validate and test one run; write and return its record (failed runs too)."""
+    """Train, validate and test one run; write and return its record (failed runs too).
+
+    Inside a torchrun group (``options.launcher == "pytorch"``) every rank calls this for the same run:
+    the task's batch size is split over the processes, and rank 0 writes the record.
+    """
     task = run.task
     r = resolve(run, out_dir, options)
+    rank, world = dist_info()
+    per_process = r.batch_size
+    if world > 1:
+        per_process = max(1, r.batch_size // world)
+        if per_process * world != r.batch_size:
+            r.notes.append(
+                f"batch size {r.batch_size} is not divisible by {world} processes: "
+                f"{per_process} per process, {per_process * world} in all"
+            )
+        r = replace(r, batch_size=per_process)
     record = {
         "schema_version": SCHEMA_VERSION,
         "key": run.key,
@@ -200,7 +241,9 @@ def execute(run: PlannedRun, out_dir, options: RunOptions) -> dict:
             "record"
         ],
         "overrides": _overrides(options),
-        "batch_size": r.batch_size,
+        "batch_size": r.batch_size * world,
+        "batch_size_per_process": r.batch_size,
+        "world_size": world,
         "max_epochs": r.max_epochs,
         "device": options.device,
         "amp": options.amp,
@@ -209,7 +252,7 @@ def execute(run: PlannedRun, out_dir, options: RunOptions) -> dict:
         "versions": versions(),
         "started_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
-    started = time.time()
+    started = from_rank0(time.time())  # one experiment name for all ranks
     try:
         if r.n_train == 0:
             raise RuntimeError(f"the prepared {r.subset} subset of {task.dataset} has no images")
@@ -229,15 +272,22 @@ def execute(run: PlannedRun, out_dir, options: RunOptions) -> dict:
             iterations=outcome.iterations,
             val_history=outcome.history,
             log_file=outcome.log_file,
+            feature_cache=outcome.feature_cache or {"used": False},
         )
     except Exception as e:  # a failed run is recorded with its reason; the sweep goes on
         record.update(
             status="failed", reason=f"{type(e).__name__}: {e}", traceback=traceback.format_exc(limit=20)
         )
+    record.setdefault("feature_cache", {"used": False})
     record["wall_time_s"] = round(time.time() - started, 2)
     record["finished_at"] = time.strftime("%Y-%m-%dT%H:%M:%S")
-    write_record(run.path, record)
-    if not options.keep_checkpoints:
+    if rank == 0:
+        write_record(run.path, record)
+    if world > 1:
+        import torch.distributed as dist
+
+        dist.barrier()
+    if not options.keep_checkpoints and rank == 0:
         for ckpt in r.work_dir.glob("*.pth"):
             ckpt.unlink()
         last = r.work_dir / "last_checkpoint"
@@ -306,6 +356,12 @@ class SweepProgress:
             self.echo(f"    already recorded ({run.path.name}), skipped")
             return
         self.trained_seconds.append(record.get("wall_time_s") or 0.0)
+        cache = record.get("feature_cache") or {}
+        if cache.get("used"):
+            built = f"built {', '.join(cache['built'])}" if cache.get("built") else "all reused"
+            self.echo(
+                f"    feature cache: {cache['size']} ({built}, {cache['seconds']:.1f} s) in {cache['root']}"
+            )
         if record["status"] == "ok":
             val = record.get("val_score")
             val_text = f"val {val:.4f}, " if val is not None else ""
@@ -365,7 +421,7 @@ def evaluate(
 
     def run_or_skip(run: PlannedRun) -> dict:
         progress.start(run)
-        done = existing_ok(run)
+        done = from_rank0(existing_ok(run))  # under torchrun all ranks take rank 0's decision
         record = done if done is not None else execute(run, out_dir, options)
         progress.finish(run, record, skipped=done is not None)
         records.append(record)

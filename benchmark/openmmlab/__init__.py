@@ -18,13 +18,15 @@ import mmseg  # noqa: E402
 from mmengine.registry import HOOKS, LOOPS, METRICS, MODELS, TRANSFORMS  # noqa: E402
 
 from benchmark.backbones import CXRBackbone  # noqa: E402
-from benchmark.openmmlab import checkpoint, heads, hooks, loops, losses, metrics  # noqa: E402
+from benchmark.openmmlab import checkpoint, feature_cache, heads, hooks, loops, losses, metrics  # noqa: E402
 
 for _registry, _classes in (
     (
         MODELS,
         [
             CXRBackbone,
+            feature_cache.CachedBackbone,
+            feature_cache.CachedFeaturePreprocessor,
             losses.DiceLoss,
             heads.UNetHead,
             heads.MultiLabelFCNHead,
@@ -32,7 +34,7 @@ for _registry, _classes in (
             heads.MultiLabelEncoderDecoder,
         ],
     ),
-    (TRANSFORMS, [heads.LoadMultiLabelMasks]),
+    (TRANSFORMS, [heads.LoadMultiLabelMasks, feature_cache.PlaceholderImage]),
     (
         HOOKS,
         [
@@ -41,6 +43,7 @@ for _registry, _classes in (
             hooks.LossGuardHook,
             hooks.HistoryHook,
             hooks.ProgressHook,
+            feature_cache.FeatureCacheHook,
         ],
     ),
     (LOOPS, [loops.ValLossLoop]),

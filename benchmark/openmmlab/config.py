@@ -37,6 +37,9 @@ class RunSettings:
     checkpoint_interval: int = -1  # also save a resumable checkpoint every N epochs (-1: best only)
     verbose: bool = False
     progress: bool = True
+    feature_cache: str | None = None  # cache folder: frozen tasks train on cached features (None: off)
+    feature_cache_dtype: str = "float16"
+    launcher: str = "none"  # "pytorch": one run over several processes (torchrun, DDP)
 
 
 def _eval_batch(s: RunSettings) -> int:
@@ -329,4 +332,28 @@ def build_config(task: TaskSpec, s: RunSettings) -> ConfigDict:
             type="Visualizer", vis_backends=[dict(type="LocalVisBackend")], name=s.experiment_name
         ),
     )
+    if s.feature_cache and task.frozen:
+        from benchmark.openmmlab.feature_cache import use_feature_cache
+
+        use_feature_cache(
+            cfg,
+            s.feature_cache,
+            dtype=s.feature_cache_dtype,
+            amp=s.amp,
+            num_workers=s.num_workers,
+            provenance={"backbone": s.backbone.to_dict(), "seed": s.seed},
+        )
+    if s.launcher != "none":
+        import torch
+
+        cfg["launcher"] = s.launcher
+        cuda = torch.cuda.is_available()
+        cfg["env_cfg"]["dist_cfg"] = dict(backend="nccl" if cuda else "gloo")
+        # a finetune warm-up leaves the encoder out of the graph for its first iterations
+        cfg["model_wrapper_cfg"] = dict(
+            type="MMDistributedDataParallel",
+            broadcast_buffers=False,
+            find_unused_parameters=bool(task.warmup_steps),
+            **({} if cuda else {"device_ids": None}),  # mmengine passes LOCAL_RANK as a CUDA device
+        )
     return ConfigDict(cfg)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+from mmengine.model import is_model_wrapper
 from mmengine.runner import ValLoop
 from mmengine.runner.amp import autocast
 
@@ -33,6 +34,8 @@ class ValLossLoop(ValLoop):
     def run_iter(self, idx, data_batch) -> None:
         self.runner.call_hook("before_val_iter", batch_idx=idx, data_batch=data_batch)
         model = self.runner.model
+        if is_model_wrapper(model):  # DDP: no gradients here, so the wrapped module is used directly
+            model = model.module
         with autocast(enabled=self.fp16):
             data = model.data_preprocessor(data_batch, False)
             losses, outputs = _loss_and_predict(model, data["inputs"], data["data_samples"])

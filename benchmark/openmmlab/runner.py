@@ -9,9 +9,11 @@ import os
 from dataclasses import dataclass, field
 
 from mmengine.config import Config, ConfigDict
+from mmengine.dist import barrier
 from mmengine.logging import MMLogger
 from mmengine.runner import Runner
 
+from benchmark.openmmlab.feature_cache import FeatureCacheHook
 from benchmark.openmmlab.hooks import HistoryHook
 
 
@@ -27,6 +29,7 @@ class RunOutcome:
     checkpoint: str | None  # the checkpoint the test metrics come from (None: the model as training left it)
     history: list[dict] = field(default_factory=list)
     log_file: str | None = None
+    feature_cache: dict | None = None  # what the feature cache did (None: not used)
 
 
 class _FrozenTextConfig(Config):
@@ -87,6 +90,7 @@ def _train_and_test(cfg: ConfigDict, monitor: str) -> RunOutcome:
         best_ckpt = None
         if max_epochs > 0:
             runner.train()
+            barrier()  # DDP: rank 0 has finished writing the checkpoints before any rank reads one
             best_ckpt = runner.message_hub.get_info("best_ckpt")
             if best_ckpt and os.path.exists(best_ckpt):
                 runner.load_checkpoint(best_ckpt)
@@ -108,6 +112,7 @@ def _train_and_test(cfg: ConfigDict, monitor: str) -> RunOutcome:
             checkpoint=best_ckpt,
             history=history.val_history,
             log_file=log_file,
+            feature_cache=next((h.report for h in runner.hooks if isinstance(h, FeatureCacheHook)), None),
         )
     finally:
         for h in list(logger.handlers):

@@ -1,0 +1,1 @@
+"""Performance measurements that print ratios measured side by side (see bench/README.md)."""
