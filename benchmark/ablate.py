@@ -95,6 +95,7 @@ def ablate(
     *,
     seeds: list[int],
     lr: float | None = None,
+    lr_search: bool = True,
     eval_options: RunOptions | None = None,
     echo=print,
 ) -> tuple[dict[str, list[dict]], list[dict]]:
@@ -134,6 +135,7 @@ def ablate(
             out_dir / "eval",
             seeds=seeds,
             lr=lr,
+            lr_search=lr_search,
             options=eval_options,
             echo=echo,
         )

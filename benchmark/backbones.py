@@ -117,8 +117,14 @@ class BackboneInfo:
         """A file-system friendly name for output folders."""
         if self.tag != "file":
             return re.sub(r"[^A-Za-z0-9_.-]+", "-", f"{self.arch}.{self.tag}")
-        stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(self.path or "weights").stem)
-        return f"{stem}-{(self.sha256 or '')[:8]}"
+        path = Path(self.path or "weights")
+        # exports named generically (OUT/backbone.safetensors of `cxrbench pretrain`) take their run folder's name
+        stem = (
+            path.parent.name
+            if path.stem in ("backbone", "model", "weights") and path.parent.name
+            else path.stem
+        )
+        return f"{re.sub(r'[^A-Za-z0-9_.-]+', '_', stem)}-{(self.sha256 or '')[:8]}"
 
     def to_dict(self) -> dict:
         return asdict(self) | {"name": self.name}

@@ -542,6 +542,7 @@ def _cmd_ablate(args) -> int:
             out,
             seeds=seeds,
             lr=args.eval_lr,
+            lr_search=not args.no_lr_search,
             eval_options=eval_options,
         )
     except (FileNotFoundError, *_pretrain_errors()) as e:
@@ -552,6 +553,19 @@ def _cmd_ablate(args) -> int:
     )
     print(format_comparison(rows))
     print(f"\ntable written to {out / 'ablation.csv'}")
+    from benchmark.leaderboard import LeaderboardError, write_leaderboard
+
+    try:  # the presets side by side, with significance against the first preset
+        baseline = next(
+            (r["backbone"]["name"] for r in records.get(presets[0], []) if r.get("backbone")), None
+        )
+        board = write_leaderboard(
+            [out / "eval"], out / "leaderboard", seeds=len(seeds), baseline=baseline, plots=not args.quiet
+        )
+        print("\n".join(board.summary))
+        print(f"leaderboard written to {board.out_dir}")
+    except LeaderboardError as e:
+        print(f"leaderboard not written: {e}", file=sys.stderr)
     failed = sum(r["n_failed"] for r in rows)
     return 1 if failed else 0
 
@@ -858,6 +872,9 @@ def build_parser() -> argparse.ArgumentParser:
     ab.add_argument("--seeds", type=int, default=1, help="evaluation seeds per task (default 1)")
     ab.add_argument("--first-seed", type=int, default=0)
     ab.add_argument("--max-epochs", type=int, default=None, help="override the tasks' epoch budget")
+    ab.add_argument(
+        "--no-lr-search", action="store_true", help="each task's default lr instead of its grid search"
+    )
     ab.add_argument("--eval-batch-size", type=int, default=None, help="override the tasks' batch size")
     ab.add_argument(
         "--eval-lr", type=float, default=None, help="learning rate for every task (default: each task's)"

@@ -92,6 +92,7 @@ def test_pretraining_lowers_the_loss_resumes_and_exports(tmp_path, data_root, ca
         [
             "evaluate", "--backbone", str(result.backbone), "--tasks", "rsna_linear_100", "--data", str(data_root),
             "--out", str(tmp_path / "eval"), "--seeds", "1", "--max-epochs", "0", "--device", "cpu", "--quiet",
+            "--no-lr-search",
         ]
     )  # fmt: skip
     assert rc == 0, capsys.readouterr().err
@@ -112,7 +113,7 @@ def test_cli_ablate_then_analyze(tmp_path, data_root, capsys):
         [
             "ablate", "--presets", "clip,global_prior", "--tasks", "rsna_linear_100", "--bench-data", str(data_root),
             "--out", str(out), "--image-size", "64", "--epochs", "1", "--batch-size", "4", "--accumulate", "2",
-            "--max-epochs", "0", *common,
+            "--max-epochs", "0", "--no-lr-search", *common,
         ]
     )  # fmt: skip
     printed = capsys.readouterr().out

@@ -26,6 +26,7 @@ def test_timm_vit_detection_and_segmentation(data_root, tmp_path):
         seeds=[0],
         options=options,
         echo=lines.append,
+        lr_search=False,
     )
     assert lines[0].startswith(f"backbone {spec}: timm:vit_tiny_patch16_224; random weights")
     assert [r["task"] for r in records] == ["rsna_yolov3_frozen_10", "rsna_linear_10"]
