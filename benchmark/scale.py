@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import atexit
 import os
+import sys
 from pathlib import Path
 
 from benchmark.feature_cache import default_root
@@ -88,6 +89,18 @@ def add_arguments(e: argparse.ArgumentParser) -> None:
     )
 
 
+def finish_distributed(wait: bool = True) -> None:
+    """Tear down the process group that :func:`launcher_setup` made: every rank first waits for the others
+    (``wait``; a rank leaving early aborted a peer still talking to it with gloo), then destroys it. A no-op
+    without torch.distributed or an initialised group; safe to call twice."""
+    dist = sys.modules.get("torch.distributed")
+    if dist is None or not dist.is_available() or not dist.is_initialized():
+        return
+    if wait:
+        dist.barrier()
+    dist.destroy_process_group()
+
+
 def launcher_setup(args) -> str | None:
     """Resolve the scaling options in place (``args.rank``, ``args.feature_cache_dir``); an error or None."""
     args.rank = 0
@@ -116,7 +129,7 @@ def launcher_setup(args) -> str | None:
             # initialised here rather than by mmengine: its launcher assumes CUDA, and the sweep needs the
             # group before the first run (all ranks follow rank 0's decision to skip a recorded run)
             dist.init_process_group("nccl" if args.device == "cuda" else "gloo")
-            atexit.register(dist.destroy_process_group)
+            atexit.register(finish_distributed, wait=False)
         args.rank = dist.get_rank()
     if args.executor == "slurm" and args.device is None:
         args.device = "cuda" if args.slurm_gpus > 0 else "cpu"
