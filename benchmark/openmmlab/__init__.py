@@ -4,7 +4,9 @@ Importing this package (1) provides ``mmcv._ext`` when mmcv's compiled ops are a
 through torchvision, every other op a clear error - this must happen before mmdet/mmseg are imported;
 (2) registers :class:`benchmark.backbones.CXRBackbone` and the suite's hooks, loop and metrics in mmengine's
 root registries (names prefixed ``CXR``), which mmdet's and mmseg's (separate) child registries both fall
-back to, so configs name them by string and stay printable. Nothing else here has import-time effects.
+back to, so configs name them by string and stay printable; (3) silences two mmseg warnings that are noise
+for the suite's own, correct usage (mmseg's ``BaseDecodeHead`` calls its own deprecated ``build_loss``;
+multi-label masks are (C, H, W) by design). Nothing else here has import-time effects.
 """
 
 from __future__ import annotations
@@ -13,12 +15,19 @@ from benchmark.mmcv_ops import install as _install_mmcv_ops
 
 NMS_PROVIDER = _install_mmcv_ops()
 
+import warnings  # noqa: E402
+
 import mmdet  # noqa: E402
 import mmseg  # noqa: E402
 from mmengine.registry import HOOKS, LOOPS, METRICS, MODELS, TRANSFORMS  # noqa: E402
 
 from benchmark.backbones import CXRBackbone  # noqa: E402
 from benchmark.openmmlab import checkpoint, feature_cache, heads, hooks, loops, losses, metrics  # noqa: E402
+
+warnings.filterwarnings("ignore", message="``build_loss`` would be deprecated", module="mmseg.models.builder")
+warnings.filterwarnings(
+    "ignore", message="Please pay attention your ground truth", module="mmseg.datasets.transforms.formatting"
+)
 
 for _registry, _classes in (
     (

@@ -165,7 +165,7 @@ def _segmentation(task: TaskSpec, s: RunSettings, channels: list[int]) -> dict:
     load_masks = (
         dict(type="CXRLoadMultiLabelMasks", classes=classes)
         if multi
-        else dict(type="LoadAnnotations", reduce_zero_label=False)
+        else dict(type="LoadAnnotations")  # reduce_zero_label comes from the dataset (False)
     )
     pipeline = [
         dict(type="LoadImageFromFile", color_type="grayscale"),
