@@ -132,3 +132,31 @@ def test_multilabel_metric_per_class_averaging():
     assert out["dice.a"] == pytest.approx(2 / 3) and out["dice.b"] == pytest.approx(2 / 5)
     assert out["dice"] == pytest.approx((2 / 3 + 2 / 5) / 2)
     assert out["dice_per_image"] == pytest.approx(2 * 2 / (5 + 3))
+
+
+@pytest.mark.parametrize("arch", ["resnet18", "resnet50"])
+def test_yolov3_adapts_to_declared_channels(arch, data_root, tmp_path):
+    """The YOLOv3 neck takes C3..C5 as the backbone declares them (512/1024/2048 for ResNet-50)."""
+    from mmengine.runner import Runner
+
+    from benchmark.backbones import parse_spec
+    from benchmark.run import RunOptions, plan_run, resolve, runner_config
+    from tasks.registry import get_task
+
+    options = RunOptions(max_epochs=1, batch_size=2, progress=False)
+    run = plan_run(
+        get_task("rsna_yolov3_finetune_10"),
+        parse_spec(f"{arch}.random"),
+        data_root,
+        tmp_path,
+        0,
+        None,
+        options,
+    )
+    runner = Runner.from_cfg(runner_config(run, resolve(run, tmp_path, options), options, f"yolo-{arch}"))
+    neck = runner.model.neck
+    assert neck.detect1.conv1.conv.in_channels == ARCHS[arch].channels[5]
+    assert neck.detect2.conv1.conv.in_channels == ARCHS[arch].channels[4] + 256
+    batch = next(iter(runner.train_dataloader))
+    losses = runner.model.train_step(batch, runner.build_optim_wrapper(runner.optim_wrapper))
+    assert torch.isfinite(losses["loss"])
