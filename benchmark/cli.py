@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -181,8 +182,11 @@ def _cmd_evaluate(args) -> int:
 
     try:
         tasks, custom = resolve_tasks(args.tasks)
+        if args.size is not None:
+            tasks = [dataclasses.replace(t, size=args.size) for t in tasks]
         for c in custom:  # task files are prepared like built-in datasets (resumable: a second call is quick)
-            report = prepare(c.dataset, None, args.data, size=c.spec.size, workers=2, progress=not args.quiet)
+            size = c.spec.size if args.size is None else args.size
+            report = prepare(c.dataset, None, args.data, size=size, workers=2, progress=not args.quiet)
             for f in report.failures:
                 print(f"warning: {c.path.name}: {f}", file=sys.stderr)
             if not report.manifest["subsets"].get("train"):
@@ -190,7 +194,7 @@ def _cmd_evaluate(args) -> int:
     except KeyError as e:
         print(f"error: {e.args[0]}", file=sys.stderr)
         return 2
-    except DatasetError as e:
+    except (DatasetError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     if args.seeds < 1:
@@ -339,7 +343,17 @@ def _cmd_demo(args) -> int:
         device=args.device,
         tasks=args.tasks,
     )
-    result = run_demo(args.out, settings, progress=not args.quiet)
+    from benchmark.weights import BackboneError
+    from tasks.errors import DatasetError
+
+    try:
+        result = run_demo(args.out, settings, progress=not args.quiet)
+    except KeyError as e:
+        print(f"error: {e.args[0]}", file=sys.stderr)
+        return 2
+    except (BackboneError, DatasetError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     failed = [r for r in result["records"] if r["status"] != "ok"]
     return 1 if failed else 0
 
@@ -733,6 +747,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-epochs", type=int, default=None, help="override the epoch budget (0 = test the untrained head)"
     )
     e.add_argument("--batch-size", type=int, default=None, help="override the task's batch size")
+    e.add_argument(
+        "--size",
+        type=int,
+        default=None,
+        help="image side in px instead of the task's (224, the protocol); reads data prepared with the same --size",
+    )
     e.add_argument("--device", choices=["cpu", "cuda"], default=None, help="default: cuda when available")
     e.add_argument(
         "--loader-workers", type=int, default=None, help="data-loader processes per run (default 0 on CPU)"
@@ -824,8 +844,8 @@ def build_parser() -> argparse.ArgumentParser:
     dm.add_argument(
         "--size", type=int, default=128, help="image side of the generated data (default 128; protocol 224)"
     )
-    dm.add_argument("--epochs", type=int, default=3, help="epochs of frozen tasks (default 3)")
-    dm.add_argument("--finetune-epochs", type=int, default=6, help="epochs of finetuned tasks (default 6)")
+    dm.add_argument("--epochs", type=int, default=15, help="epochs of frozen tasks (default 15)")
+    dm.add_argument("--finetune-epochs", type=int, default=15, help="epochs of finetuned tasks (default 15)")
     dm.add_argument("--batch-size", type=int, default=8)
     dm.add_argument("--tasks", default="all", help="task ids, dataset names or 'all'")
     dm.add_argument("--device", choices=["cpu", "cuda"], default=None, help="default: cuda when available")
@@ -900,7 +920,12 @@ def main(argv: list[str] | None = None) -> int:
         args.device = "cuda" if torch.cuda.is_available() else "cpu"
     if getattr(args, "device", None) == "cpu":
         os.environ["CUDA_VISIBLE_DEVICES"] = ""  # mmengine puts models on CUDA whenever it sees a device
-    return int(args.func(args) or 0)
+    code = int(args.func(args) or 0)
+    if getattr(args, "launcher", None) == "pytorch":
+        from benchmark.scale import finish_distributed
+
+        finish_distributed()  # all ranks leave together (on an exception, atexit destroys without waiting)
+    return code
 
 
 if __name__ == "__main__":

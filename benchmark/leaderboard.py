@@ -10,7 +10,7 @@ published tables (``results/reference/``). Differences to a baseline are in perc
 
 Which runs count: final runs only (``phase`` ``"final"``, or no ``phase`` at all); learning-rate search
 runs (``phase == "lr_search"``) are listed in ``runs.csv`` and summarised in the ``lr_search`` column.
-Where one backbone has final runs of one task at several settings (learning rate, split, overrides), the
+Where one backbone has final runs of one task at several settings (learning rate, split, overrides, image size), the
 setting with the most successful runs is used and the others are named in ``notes``.
 
 Python use::
@@ -310,12 +310,17 @@ def _setting(rec: dict) -> tuple:
         float(rec.get("lr") or 0.0),
         str(rec.get("split_hash") or ""),
         json.dumps(rec.get("overrides") or {}, sort_keys=True),
+        int((rec.get("task_spec") or {}).get("size") or 224),
     )
 
 
 def _describe_setting(s: tuple) -> str:
-    lr, split, over = s
-    return f"lr={lr:g}, split {split or '?'}" + ("" if over == "{}" else f", overrides {over}")
+    lr, split, over, size = s
+    return (
+        f"lr={lr:g}, split {split or '?'}"
+        + ("" if over == "{}" else f", overrides {over}")
+        + ("" if size == 224 else f", {size} px")
+    )
 
 
 def _secondary_keys(metrics: dict, primary: str) -> list[str]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 import traceback
 from dataclasses import dataclass, field, replace
@@ -13,7 +14,7 @@ import numpy as np
 
 from benchmark.backbones import BackboneInfo, normalization_plan, parse_spec
 from benchmark.records import SCHEMA_VERSION, read_record, record_path, run_key, versions, write_record
-from tasks.prepare import load_manifest, prepared_dir
+from tasks.prepare import DEFAULT_SIZE, load_manifest, prepared_dir
 from tasks.registry import TaskSpec
 
 # record key of the primary test metric of each task metric
@@ -309,24 +310,26 @@ def existing_ok(run: PlannedRun) -> dict | None:
 
 
 def check_dataset_prepared(data_root, task: TaskSpec) -> None:
-    """Clear error when a task's dataset has not been prepared under ``data_root``."""
+    """Clear error when a task's dataset has not been prepared under ``data_root`` at the task's size."""
     prepared = prepared_dir(data_root, task.dataset, task.size)
-    if not (prepared / "manifest.json").exists():
-        raise FileNotFoundError(
-            f"task {task.id} needs the prepared '{task.dataset}' dataset at {prepared}: run "
-            f"`cxrbench prepare {task.dataset} --raw <download folder> --out {data_root}`"
-            + (
-                ""
-                if task.dataset in _known_datasets()
-                else f" (reading '{task.dataset}' lands with the datasets issue)"
-            )
+    if (prepared / "manifest.json").exists():
+        return
+    size_flag = "" if task.size == DEFAULT_SIZE else f" --size {task.size}"
+    message = (
+        f"task {task.id} needs the prepared '{task.dataset}' dataset at {prepared}: run "
+        f"`cxrbench prepare {task.dataset} --raw <download folder> --out {data_root}{size_flag}`"
+    )
+    pattern = re.compile(re.escape(task.dataset) + r"(-\d+px)?")
+    other_sizes = sorted(
+        p.name
+        for p in Path(data_root).glob(f"{task.dataset}*")
+        if pattern.fullmatch(p.name) and (p / "manifest.json").exists()
+    )
+    if other_sizes:
+        message += (
+            f" (prepared at other sizes there: {', '.join(other_sizes)}; `evaluate --size PX` reads those)"
         )
-
-
-def _known_datasets() -> set[str]:
-    from tasks.datasets import DATASETS
-
-    return set(DATASETS)
+    raise FileNotFoundError(message)
 
 
 class SweepProgress:

@@ -79,6 +79,10 @@ class TaskSpec:
             raise ValueError(f"task {self.id}: metric must be one of {tuple(METRICS)}, got {self.metric!r}")
         if self.frozen and self.warmup_steps:
             raise ValueError(f"task {self.id}: a frozen task has no warm-up")
+        if self.size < 32 or self.size % 32:
+            raise ValueError(
+                f"task {self.id}: size must be a multiple of 32 (the encoders' largest stride), got {self.size}"
+            )
 
     @property
     def kind(self) -> str:
@@ -309,7 +313,8 @@ def get_task(task_id: str) -> TaskSpec:
 
 
 def select_tasks(selector: str) -> list[TaskSpec]:
-    """Tasks from a comma-separated list of ids, ``all``, or dataset names (``rsna`` = its 9 tasks)."""
+    """Tasks from a comma-separated list of ids, ``all``, dataset names (``rsna`` = its 9 tasks) or prefixes of
+    task ids at an underscore (``rsna_yolov3`` = its 6 YOLOv3 tasks, ``covid`` = the COVID tasks)."""
     out: list[TaskSpec] = []
     for part in [p.strip() for p in selector.split(",") if p.strip()]:
         if part == "all":
@@ -318,8 +323,14 @@ def select_tasks(selector: str) -> list[TaskSpec]:
             chosen = [TASKS[part]]
         elif any(t.dataset == part for t in TASKS.values()):
             chosen = [t for t in TASKS.values() if t.dataset == part]
+        elif any(t.startswith(part + "_") for t in TASKS):  # a prefix of ids: covid, rsna_yolov3, rsna_linear
+            chosen = [t for i, t in TASKS.items() if i.startswith(part + "_")]
         else:
-            raise KeyError(f"unknown task or dataset '{part}'. Known tasks: {', '.join(TASKS)}")
+            datasets = ", ".join(dict.fromkeys(t.dataset for t in TASKS.values()))
+            raise KeyError(
+                f"unknown task or dataset '{part}': use 'all', a dataset ({datasets}), a prefix of task ids "
+                f"(e.g. rsna_yolov3, covid) or task ids: {', '.join(TASKS)}"
+            )
         out += [t for t in chosen if t not in out]
     if not out:
         raise KeyError("no tasks selected")

@@ -127,3 +127,37 @@ def test_unprepared_dataset_is_a_clear_error(tmp_path, capsys):
     )
     assert rc == 2
     assert "cxrbench prepare siim" in capsys.readouterr().err
+
+
+def test_evaluate_size_reads_data_prepared_at_that_size(fake_covid_rural, tmp_path, capsys):
+    """`prepare --size 128` writes covid_rural-128px; `evaluate` names it when --size is missing and reads it
+    with --size 128; the record carries the size (part of the run key)."""
+    data = tmp_path / "data"
+    assert (
+        main(
+            [
+                "prepare",
+                "covid_rural",
+                "--raw",
+                str(fake_covid_rural),
+                "--out",
+                str(data),
+                "--size",
+                "128",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
+    common = ["evaluate", "--backbone", "resnet18.random", "--tasks", "covid_linear", "--data", str(data)]
+    common += ["--seeds", "1", "--no-lr-search", "--max-epochs", "1", "--device", "cpu", "--quiet"]
+    capsys.readouterr()
+    assert main([*common, "--out", str(tmp_path / "o224")]) == 2
+    err = capsys.readouterr().err
+    assert "covid_rural-128px" in err and "--size" in err
+    assert main([*common, "--out", str(tmp_path / "o128"), "--size", "100"]) == 2
+    assert "multiple of 32" in capsys.readouterr().err
+    assert main([*common, "--out", str(tmp_path / "o128"), "--size", "128"]) == 0
+    (record,) = load_records(tmp_path / "o128")
+    assert record["status"] == "ok" and record["task_spec"]["size"] == 128
+    assert record["dataset"]["prepared"].endswith("covid_rural-128px") and record["dataset"]["size"] == 128

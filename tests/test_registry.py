@@ -36,5 +36,18 @@ def test_select_tasks():
     assert len(select_tasks("all")) == 18
     assert [t.id for t in select_tasks("rsna_linear_10,rsna_linear_10")] == ["rsna_linear_10"]
     assert len(select_tasks("rsna")) == 9
+    assert [t.id for t in select_tasks("covid")] == [
+        "covid_unet_finetune",
+        "covid_unet_frozen",
+        "covid_linear",
+    ]
+    assert {t.id for t in select_tasks("rsna_yolov3")} == {
+        f"rsna_yolov3_{m}_{p}" for m in ("finetune", "frozen") for p in (1, 10, 100)
+    }
+    assert [t.id for t in select_tasks("rsna_linear_1")] == ["rsna_linear_1"]  # an exact id is not a prefix
+    with pytest.raises(
+        KeyError, match="unknown task or dataset 'rsna_yolo'"
+    ):  # prefixes end at an underscore
+        select_tasks("rsna_yolo")
     with pytest.raises(KeyError, match="unknown task or dataset 'nope'"):
         select_tasks("nope")
