@@ -27,6 +27,7 @@ never executes code from a checkpoint (:mod:`benchmark.weights`).
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 import shutil
@@ -111,6 +112,7 @@ class BackboneInfo:
     levels: tuple[str, ...] = ()
     normalization: dict | None = None  # the input convention used instead of the task statistics, if any
     conversion: dict | None = None  # what the format conversion mapped and ignored
+    provenance: dict | None = None  # from the JSON sidecar of a `cxrbench pretrain` export (preset, ...)
 
     @property
     def name(self) -> str:
@@ -143,6 +145,13 @@ class BackboneInfo:
             )
         elif self.tag != "file":
             parts.append(f"{self.tag} weights")
+        if self.provenance:
+            p = self.provenance
+            parts.append(
+                f"cxrbench pretraining preset {p.get('preset', '?')} ({p['sidecar']}"
+                + ("" if p["sha256_matches"] else "; WARNING: its sha256 is not this file's, stale sidecar?")
+                + ")"
+            )
         parts.append(
             "input: task statistics"
             if self.normalization is None
@@ -364,18 +373,54 @@ def _resolve_file(spec: str, path: Path, norm: str, fmt: str | None, arch: str |
     summary = conv.summary() | {"container": loaded.container}
     if loaded.placeholders:
         summary["not_loaded_objects"] = list(loaded.placeholders)
+    sha256 = sha256_file(path)
     info = BackboneInfo(
         spec,
         arch,
         "file",
         str(path.resolve()),
-        sha256_file(path),
+        sha256,
         conv.format,
         normalization=_choose_norm(norm, declared),
         conversion=summary,
+        provenance=read_export_sidecar(path, sha256),
         **_levels_fields(resnet_levels(arch, conv.num_stages)),
     )
     return _Resolved(info, conv.state, conv.num_stages, conv)
+
+
+# what the record keeps of a `cxrbench pretrain` export's sidecar (pretrain/export.py writes it)
+SIDECAR_FORMAT = "cxrbench-backbone"
+SIDECAR_FIELDS = (
+    "preset",
+    "description",
+    "losses",
+    "config_hash",
+    "epochs_run",
+    "best_epoch",
+    "val_loss",
+    "created_at",
+)
+
+
+def read_export_sidecar(weights: Path, sha256: str) -> dict | None:
+    """Provenance from ``<stem>.json`` beside a weights file written by ``cxrbench pretrain``, else None.
+
+    The weights are loaded like any torchvision file (the sidecar is never needed); this only tells the record
+    which preset produced them, and whether the sidecar belongs to these exact weights (its sha256).
+    A sidecar that is not JSON or not a cxrbench export is ignored; it never stops a run.
+    """
+    sidecar = weights.with_suffix(".json")
+    if weights.suffix == ".json" or not sidecar.is_file():
+        return None
+    try:
+        data = json.loads(sidecar.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    if not isinstance(data, dict) or data.get("format") != SIDECAR_FORMAT:
+        return None
+    out = {k: data[k] for k in SIDECAR_FIELDS if k in data}
+    return out | {"sidecar": str(sidecar.resolve()), "sha256_matches": data.get("sha256") == sha256}
 
 
 def resolve(spec: str, load: bool = True) -> _Resolved:

@@ -17,6 +17,7 @@ from benchmark.backbones import (
     BackboneError,
     _folder_weights,
     infer_arch,
+    read_export_sidecar,
     resnet_levels,
     sha256_file,
 )
@@ -125,6 +126,7 @@ def inspect_weights(path: str | os.PathLike, format: str | None = None) -> dict:
         "tensors": len(loaded.state),
         "tensor_elements": sum(v.numel() for v in loaded.state.values()),
     }
+    report["provenance"] = read_export_sidecar(path, report["sha256"])
     if timm_name is not None:
         from benchmark import timm_backbones as tb
 
@@ -219,6 +221,13 @@ def format_report(report: dict) -> str:
             + (" ..." if len(report["not_loaded_objects"]) > 6 else "")
         )
     lines.append(f"tensors       {report['tensors']} ({report['tensor_elements']:,} elements)")
+    p = report.get("provenance")
+    if p:
+        lines.append(
+            f"provenance    cxrbench pretrain, preset {p.get('preset', '?')}, {p.get('epochs_run', '?')} epoch(s) "
+            f"({p['sidecar']})"
+            + ("" if p["sha256_matches"] else " - WARNING: the sidecar's sha256 is not this file's")
+        )
     if "format" not in report or "mapped_keys" not in report:
         lines.append(f"ERROR         {report.get('error')}")
         return "\n".join(lines)

@@ -47,6 +47,25 @@ def test_resnet50_export_is_the_torchvision_layout_and_the_benchmark_loads_it(tm
 
     meta = json.loads(sidecar.read_text())
     assert meta["format"] == "cxrbench-backbone" and meta["arch"] == "resnet50" and len(meta["sha256"]) == 64
+    # the benchmark records which preset produced the weights, and whether the sidecar is theirs
+    from benchmark.backbones import parse_spec
+
+    assert info.provenance["preset"] == "lovt" and info.provenance["sha256_matches"]
+    assert info.to_dict()["provenance"]["sidecar"] == str(sidecar.resolve())
+    assert "preset lovt" in info.describe() and "WARNING" not in info.describe()
+    from benchmark.catalog import format_report, inspect_weights
+
+    report = inspect_weights(weights)
+    assert (
+        report["ok"] and report["provenance"]["preset"] == "lovt" and "preset lovt" in format_report(report)
+    )
+    sidecar.write_text(json.dumps(meta | {"sha256": "0" * 64}))
+    stale = parse_spec(str(weights))
+    assert not stale.provenance["sha256_matches"] and "stale sidecar" in stale.describe()
+    sidecar.write_text(json.dumps({"format": "something-else", "preset": "x"}))
+    assert parse_spec(str(weights)).provenance is None
+    sidecar.write_text("{not json")
+    assert parse_spec(str(weights)).provenance is None  # never stops a run
 
 
 def test_image_init_from_file_and_offline_imagenet_error(tmp_path, monkeypatch):
