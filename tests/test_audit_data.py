@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 
 from tasks.splits import patient_split
@@ -25,3 +26,45 @@ def test_split_sizes_follow_the_published_counts():
     ids = [f"i{k:04d}" for k in range(8000)]  # Object-CXR: 80/20 of the official train set
     table = patient_split(pd.DataFrame({"image_id": ids, "patient_id": ids}), ratios=(0.8, 0.2, 0.0))
     assert int((table.split == "train").sum()) == 6400 and not (table.split == "test").any()
+
+
+def _windowed_dicom(path, values, **tags):
+    import pydicom
+
+    from tasks.fakes.common import write_dicom
+
+    write_dicom(path, np.array(values, dtype=np.uint16).reshape(1, -1), "p", bits_stored=12)
+    ds = pydicom.dcmread(path)
+    for k, v in tags.items():
+        setattr(ds, k, v)
+    ds.save_as(path)
+    return path
+
+
+def test_voi_windowing_maps_the_window_not_the_image_extremes(tmp_path):
+    """Windowing (DICOM PS3.3 C.11.2.1.2) maps the window onto the output range; an image whose values
+    stay inside the window must keep its contrast, not be stretched to [0, 1] by its own min / max."""
+    from tasks.dicom import read_dicom
+
+    path = _windowed_dicom(tmp_path / "w.dcm", [990, 1000, 1010], WindowCenter="1000", WindowWidth="200")
+    got = read_dicom(path, apply_voi=True).pixels[0]
+    c, w = 1000 - 0.5, 200 - 1  # the LINEAR function of the standard
+    want = np.clip((np.array([990, 1000, 1010]) - c) / w + 0.5, 0, 1)
+    assert np.allclose(got, want, atol=1e-4), got
+    # a window as wide as the 12-bit range leaves the grey levels (almost) as they are
+    path = _windowed_dicom(tmp_path / "f.dcm", [1000, 3000], WindowCenter="2048", WindowWidth="4096")
+    assert np.allclose(read_dicom(path, apply_voi=True).pixels, read_dicom(path).pixels, atol=2e-3)
+    assert np.allclose(read_dicom(path).pixels[0], np.array([1000, 3000]) / 4095)
+
+
+def test_voi_lut_sequence_output_range_is_the_lut_depth(tmp_path):
+    from pydicom.dataset import Dataset
+
+    from tasks.dicom import read_dicom
+
+    item = Dataset()
+    item.add_new(0x00283002, "US", [4096, 0, 16])  # LUTDescriptor: 4096 entries from 0, 16 bits out
+    item.add_new(0x00283006, "US", [v * 4 for v in range(4096)])  # LUTData: the 12-bit input times 4
+    path = _windowed_dicom(tmp_path / "lut.dcm", [0, 1024, 2048], VOILUTSequence=[item])
+    got = read_dicom(path, apply_voi=True).pixels[0]
+    assert np.allclose(got, np.array([0, 4096, 8192]) / 65535, atol=1e-6), got
