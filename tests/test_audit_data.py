@@ -68,3 +68,23 @@ def test_voi_lut_sequence_output_range_is_the_lut_depth(tmp_path):
     path = _windowed_dicom(tmp_path / "lut.dcm", [0, 1024, 2048], VOILUTSequence=[item])
     got = read_dicom(path, apply_voi=True).pixels[0]
     assert np.allclose(got, np.array([0, 4096, 8192]) / 65535, atol=1e-6), got
+
+
+def test_covid_mask_with_an_alpha_channel(fake_covid_rural, tmp_path):
+    """A 0/1 mask saved as grey + alpha (LA) must not read its opaque alpha channel as foreground."""
+    import shutil
+
+    from PIL import Image
+
+    from tasks.datasets.covid_rural import CovidRural
+
+    raw = tmp_path / "raw"
+    shutil.copytree(fake_covid_rural, raw)
+    ds = CovidRural(raw)
+    sample = ds.parse().samples.to_dict("records")[0]
+    grey = np.asarray(Image.open(sample["mask_file"]))
+    la = np.stack([grey, np.full_like(grey, 255)], axis=-1)
+    Image.fromarray(la, "LA").save(sample["mask_file"])
+    h, w = grey.shape
+    assert grey.any() and not grey.all()
+    assert np.array_equal(ds.load_mask(sample, h, w), (grey > 0).astype(np.uint8))
