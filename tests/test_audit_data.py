@@ -88,3 +88,16 @@ def test_covid_mask_with_an_alpha_channel(fake_covid_rural, tmp_path):
     h, w = grey.shape
     assert grey.any() and not grey.all()
     assert np.array_equal(ds.load_mask(sample, h, w), (grey > 0).astype(np.uint8))
+
+
+def test_nih_bbox_rows_with_and_without_the_trailing_empty_cells(fake_nih):
+    """The release's rows have 6 fields under a 9-cell header; re-saved copies have 9: both are read."""
+    import csv
+
+    from tasks.datasets.nih import NIH
+
+    with open(fake_nih / "BBox_List_2017.csv", newline="") as f:
+        rows = list(csv.reader(f))
+    assert len(rows[0]) == 9 and {len(r) for r in rows[1:]} == {6, 9}
+    result = NIH(fake_nih).parse()
+    assert not result.failures and result.counts["boxes"] == len(rows) - 1
