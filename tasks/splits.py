@@ -53,7 +53,8 @@ def patient_split(
     n = len(table)
     # test = round(r_test * n), val = round(r_val * n), train = the rest, as the reference code cut
     # (lovt src/data/datasets/processing_utils.py: random_split_indices): this gives the published
-    # training sizes (SIIM 7229 of 12,047, where round(0.6 * n) would give 7228)
+    # training sizes (SIIM 7229 / 2409 / 2409 of 12,047 as in the reference repository's
+    # datasets/siim-acr-pneumothorax-segmentation/dataset_statistics.json; round(0.6 * n) gave 7228)
     cut_val = n - round(ratios[2] * n)
     cut_train = cut_val - round(ratios[1] * n)
     which: dict[str, str] = {}

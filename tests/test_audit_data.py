@@ -101,3 +101,17 @@ def test_nih_bbox_rows_with_and_without_the_trailing_empty_cells(fake_nih):
     assert len(rows[0]) == 9 and {len(r) for r in rows[1:]} == {6, 9}
     result = NIH(fake_nih).parse()
     assert not result.failures and result.counts["boxes"] == len(rows) - 1
+
+
+def test_rsna_labels_saved_with_a_byte_order_mark(fake_rsna, tmp_path):
+    """A label CSV re-saved by a spreadsheet starts with a UTF-8 BOM; the other readers accept it
+    (``read_csv_table``: utf-8-sig), so RSNA must too."""
+    import shutil
+
+    from tasks.datasets.rsna import RSNA
+
+    raw = tmp_path / "raw"
+    shutil.copytree(fake_rsna, raw)
+    path = raw / "stage_2_train_labels.csv"
+    path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes())
+    assert RSNA(raw).parse().counts == RSNA(fake_rsna).parse().counts
