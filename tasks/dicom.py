@@ -98,8 +98,18 @@ def read_dicom(path: str | os.PathLike, image_id: str | None = None, apply_voi: 
         ends = np.asarray(apply_modality_lut(np.array([lo, hi], dtype=np.float32), ds), dtype=np.float32)
         lo, hi = float(ends.min()), float(ends.max())
     if apply_voi and ("WindowCenter" in ds or "VOILUTSequence" in ds):
-        values = np.asarray(apply_voi_lut(values, ds), dtype=np.float32)
-        lo, hi = float(values.min()), float(values.max())
+        # The VOI stage maps onto a fixed output range (PS3.3 C.11.2), never onto the image's own
+        # extremes: a LUT onto 0 .. 2**bits - 1 (3rd LUT Descriptor value); windowing onto the range the
+        # modality stage outputs (pydicom's apply_windowing: the LUT depth with a Modality LUT Sequence,
+        # else [lo, hi] computed above). pydicom prefers the LUT when both are present; so do we.
+        voi = ds.get("VOILUTSequence")
+        if voi and voi[0].get("LUTDescriptor") is not None and voi[0].get("LUTData") is not None:
+            values = np.asarray(apply_voi_lut(np.rint(values).astype(np.int64), ds), dtype=np.float32)
+            lo, hi = 0.0, float(2 ** int(voi[0].LUTDescriptor[2]) - 1)
+        elif "WindowCenter" in ds and "WindowWidth" in ds:
+            values = np.asarray(apply_voi_lut(values, ds), dtype=np.float32)
+            if ds.get("ModalityLUTSequence"):
+                lo, hi = 0.0, float(2 ** int(ds.ModalityLUTSequence[0].LUTDescriptor[2]) - 1)
     if hi <= lo:
         raise SampleError(path, "BitsStored", f"degenerate value range [{lo}, {hi}]", image_id)
     pixels = np.clip((values - lo) / (hi - lo), 0.0, 1.0).astype(np.float32)

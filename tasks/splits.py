@@ -1,9 +1,10 @@
 """Deterministic patient-level splits and nested label fractions.
 
 Assignment depends only on the ids, never on file order: patients are ordered by a salted SHA-256 of
-their id and cut at 60 % / 80 %; the training images are ordered by another salted hash and a label
-fraction of f % is the first round(f/100 * n) of them, so the 1 % subset lies inside the 10 % subset,
-which lies inside the full training split.
+their id and cut where the reference code cut (test and val round(20 %) of the images, train the rest);
+the training images are ordered by another salted hash and a label fraction of f % is the first
+round(f/100 * n) of them, so the 1 % subset lies inside the 10 % subset, which lies inside the full
+training split.
 """
 
 from __future__ import annotations
@@ -30,8 +31,8 @@ def patient_split(
     """Split ``samples`` (columns image_id, patient_id) by patient into train/val/test.
 
     Patients are taken in the order of a salted hash of their id and assigned whole to train until the
-    training split holds ``round(ratios[0] * n_images)`` images, then to val up to
-    ``round((ratios[0] + ratios[1]) * n_images)``, the rest to test - so the IMAGE proportions follow the
+    training split holds ``n - round(ratios[1] * n) - round(ratios[2] * n)`` of the ``n`` images, then to
+    val up to ``n - round(ratios[2] * n)``, the rest to test - so the IMAGE proportions follow the
     ratios even when patients have many images (NIH follow-ups, COVID Rural), and with one image per
     patient the cuts are exact.
 
@@ -50,8 +51,12 @@ def patient_split(
     per_patient = table.groupby("patient_id").size().to_dict()
     patients = sorted(per_patient, key=lambda p: (_hash(p, salt + ":split"), p))
     n = len(table)
-    cut_train = round(ratios[0] * n)
-    cut_val = round((ratios[0] + ratios[1]) * n)
+    # test = round(r_test * n), val = round(r_val * n), train = the rest, as the reference code cut
+    # (lovt src/data/datasets/processing_utils.py: random_split_indices): this gives the published
+    # training sizes (SIIM 7229 / 2409 / 2409 of 12,047 as in the reference repository's
+    # datasets/siim-acr-pneumothorax-segmentation/dataset_statistics.json; round(0.6 * n) gave 7228)
+    cut_val = n - round(ratios[2] * n)
+    cut_train = cut_val - round(ratios[1] * n)
     which: dict[str, str] = {}
     before = 0  # images assigned before this patient
     for p in patients:

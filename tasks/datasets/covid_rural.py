@@ -108,8 +108,8 @@ class CovidRural(RawDataset):
             raise SampleError(
                 path, "file", f"not a readable PNG ({type(e).__name__}: {e})", sample["image_id"]
             ) from e
-        if arr.ndim == 3:
-            arr = arr[..., :3].max(axis=-1)
+        if arr.ndim == 3:  # colour (RGB / RGBA) or grey + alpha (LA): the alpha channel is not the mask
+            arr = arr[..., : 3 if arr.shape[-1] >= 3 else 1].max(axis=-1)
         if arr.shape != (height, width):
             raise SampleError(
                 path,

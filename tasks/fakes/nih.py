@@ -97,8 +97,14 @@ def make_fake_nih(
                     boxes.append((cls, box))
                 for cls, box in boxes:
                     _paint(img, cls, box)
+                    # The release's rows hold 6 fields under its 9-cell header (``head`` of the real file:
+                    # ``00013118_008.png,Atelectasis,225.084745762712,547.019216763771,86.7796610169491,
+                    # 79.1864406779661``); every other row here carries the header's 3 empty cells too, as
+                    # re-saved copies do, so that readers are tested on both.
                     bbox_lines.append(
-                        f"{name},{CLASSES[cls]}," + ",".join(repr(round(float(v), 9)) for v in box) + ",,,"
+                        f"{name},{CLASSES[cls]},"
+                        + ",".join(repr(round(float(v), 9)) for v in box)
+                        + (",,," if len(bbox_lines) % 2 == 0 else "")
                     )
                     findings.append(LABEL_SPELLING.get(CLASSES[cls], CLASSES[cls]))
                 if rng.random() < 0.3:
