@@ -728,7 +728,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument(
         "--tasks",
         required=True,
-        help="comma-separated task ids, dataset names, 'all', or task files (my_task.toml)",
+        help="comma-separated task ids, dataset names, prefixes of ids (rsna_yolov3, covid), 'all', or task files (my_task.toml)",
     )
     e.add_argument("--data", required=True, help="data root holding prepared datasets (the --out of prepare)")
     e.add_argument(
@@ -847,7 +847,11 @@ def build_parser() -> argparse.ArgumentParser:
     dm.add_argument("--epochs", type=int, default=15, help="epochs of frozen tasks (default 15)")
     dm.add_argument("--finetune-epochs", type=int, default=15, help="epochs of finetuned tasks (default 15)")
     dm.add_argument("--batch-size", type=int, default=8)
-    dm.add_argument("--tasks", default="all", help="task ids, dataset names or 'all'")
+    dm.add_argument(
+        "--tasks",
+        default="all",
+        help="task ids, dataset names, prefixes of ids (covid, rsna_linear) or 'all'",
+    )
     dm.add_argument("--device", choices=["cpu", "cuda"], default=None, help="default: cuda when available")
     dm.add_argument("--quiet", action="store_true", help="no progress bars")
     dm.set_defaults(func=_cmd_demo)

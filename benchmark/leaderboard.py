@@ -10,8 +10,8 @@ published tables (``results/reference/``). Differences to a baseline are in perc
 
 Which runs count: final runs only (``phase`` ``"final"``, or no ``phase`` at all); learning-rate search
 runs (``phase == "lr_search"``) are listed in ``runs.csv`` and summarised in the ``lr_search`` column.
-Where one backbone has final runs of one task at several settings (learning rate, split, overrides, image size), the
-setting with the most successful runs is used and the others are named in ``notes``.
+Where one backbone has final runs of one task at several settings (learning rate, split, overrides, image
+size), the setting with the most successful runs is used and the others are named in ``notes``.
 
 Python use::
 
