@@ -44,22 +44,23 @@ def make_record(
     lr_source: str = "default",
     finished_at: str = "2025-01-01T00:00:00",
     key: str | None = None,
+    size: int = 224,
 ) -> Path:
     """Write one record under ``runs_dir`` (an ``evaluate --out`` folder) and return its path."""
     task = TASKS[task_id]
     arch, tag = backbone.split(".", 1) if "." in backbone else (backbone, "file")
     lr = task.lr if lr is None else lr
     if key is None:  # like benchmark.records.run_key: a hash of what determines the result
-        key = hashlib.sha256(f"{backbone}|{task_id}|{seed}|{lr}|{phase}|{split_hash}".encode()).hexdigest()[
-            :16
-        ]
+        key = hashlib.sha256(
+            f"{backbone}|{task_id}|{seed}|{lr}|{phase}|{split_hash}|{size}".encode()
+        ).hexdigest()[:16]
     primary = PRIMARY[task.metric]
     rec = {
         "schema_version": 1,
         "key": key,
         "status": status,
         "task": task_id,
-        "task_spec": task.to_dict(),
+        "task_spec": task.to_dict() | {"size": size},
         "backbone": {
             "spec": backbone,
             "arch": arch,

@@ -275,6 +275,17 @@ def test_several_settings_and_duplicate_seeds(tmp_path):
     assert used[("0.5", "0")] == used[("0.5", "1")] == "no" and used[("0.001", "0")] == "yes"
 
 
+def test_runs_at_another_image_size_are_not_averaged_in(tmp_path):
+    for seed in range(3):
+        make_record(tmp_path, "x.random", T1, seed, 0.2 + seed / 100)
+    for seed in range(2):  # `evaluate --size 128`: same lr, split and seeds, another resolution
+        make_record(tmp_path, "x.random", T1, seed, 0.9, size=128)
+    lb = lbm.build_leaderboard(lbm.load_records([tmp_path])[0])
+    cell = lb.row("x.random").cells[T1]
+    assert cell.values == pytest.approx([20, 21, 22])
+    assert any("another setting" in n and "128 px" in n for n in cell.notes)
+
+
 def test_different_splits_are_reported(tmp_path):
     make_record(tmp_path, "a.random", T1, 0, 0.3, split_hash="split-a")
     make_record(tmp_path, "b.random", T1, 0, 0.3, split_hash="split-b")
