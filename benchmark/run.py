@@ -218,17 +218,7 @@ def execute(run: PlannedRun, out_dir, options: RunOptions) -> dict:
             )
         r = replace(r, batch_size=per_process)
     record = {
-        "schema_version": SCHEMA_VERSION,
-        "key": run.key,
-        "status": "running",
-        "task": task.id,
-        "task_spec": task.to_dict(),
-        "backbone": run.backbone.to_dict(),
-        "seed": run.seed,
-        "lr": run.lr,
-        "lr_source": run.lr_source,
-        "phase": run.phase,
-        "sweep": run.sweep,
+        **record_identity(run, "running"),
         "dataset": {
             "name": task.dataset,
             "prepared": str(run.prepared),
@@ -295,6 +285,23 @@ def execute(run: PlannedRun, out_dir, options: RunOptions) -> dict:
         if last.exists():
             last.unlink()
     return record
+
+
+def record_identity(run: PlannedRun, status: str) -> dict:
+    """The fields every record of a run starts with, whether it ran here or failed elsewhere (a Slurm job)."""
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "key": run.key,
+        "status": status,
+        "task": run.task.id,
+        "task_spec": run.task.to_dict(),
+        "backbone": run.backbone.to_dict(),
+        "seed": run.seed,
+        "lr": run.lr,
+        "lr_source": run.lr_source,
+        "phase": run.phase,
+        "sweep": run.sweep,
+    }
 
 
 def existing_ok(run: PlannedRun) -> dict | None:

@@ -27,8 +27,8 @@ from pathlib import Path
 import submitit
 
 from benchmark.claims import is_stale
-from benchmark.records import SCHEMA_VERSION, write_record
-from benchmark.run import PlannedRun, RunOptions
+from benchmark.records import write_record
+from benchmark.run import PlannedRun, RunOptions, record_identity
 from benchmark.sweep import (
     Sweep,
     claim_path,
@@ -115,18 +115,8 @@ def make_executor(settings: SlurmSettings):
 
 def _failed_record(run: PlannedRun, reason: str) -> dict:
     return {
-        "schema_version": SCHEMA_VERSION,
-        "key": run.key,
-        "status": "failed",
+        **record_identity(run, "failed"),
         "reason": reason,
-        "task": run.task.id,
-        "task_spec": run.task.to_dict(),
-        "backbone": run.backbone.to_dict(),
-        "seed": run.seed,
-        "lr": run.lr,
-        "lr_source": run.lr_source,
-        "phase": run.phase,
-        "sweep": run.sweep,
         "split_hash": run.manifest.get("split_hash"),
         "primary_metric": None,
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S"),

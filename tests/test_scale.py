@@ -206,6 +206,29 @@ def test_slurm_executor_with_submitit_local_cluster(data_root, reference, cache_
     assert [r["key"] for r in again] == [r["key"] for r in records]
 
 
+def test_record_of_a_dead_slurm_job_has_the_run_identity(data_root, reference, tmp_path):
+    """A job that died without a record gets a failed record with the same identity fields (and key) as the
+    run would have written, so the sweep and the leaderboard treat it like any failed run."""
+    from benchmark.backbones import parse_spec
+    from benchmark.leaderboard import load_records
+    from benchmark.records import write_record
+    from benchmark.run import plan_run
+    from benchmark.slurm import _failed_record
+
+    run = plan_run(
+        TASK, parse_spec("resnet18.random"), data_root, tmp_path, 0, 1e-3, OPTIONS, "given", "final"
+    )
+    rec = json.loads(json.dumps(_failed_record(run, "job 12_0 failed: OutOfMemoryError")))  # as stored
+    full = next(iter(reference.values()))
+    identity = ("schema_version", "task", "task_spec", "backbone", "seed", "phase", "split_hash")
+    assert {k: rec[k] for k in identity} == {k: full[k] for k in identity} | {"seed": 0, "phase": "final"}
+    assert rec["key"] == run.key and rec["status"] == "failed" and "OutOfMemoryError" in rec["reason"]
+    assert set(rec) <= set(full) | {"reason"}
+    write_record(run.path, rec)
+    (loaded,), _ = load_records([tmp_path])
+    assert loaded["status"] == "failed"
+
+
 # --- one run over two processes ----------------------------------------------------------------------------
 
 
