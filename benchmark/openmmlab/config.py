@@ -118,9 +118,11 @@ def _detection(task: TaskSpec, s: RunSettings, channels: list[int]) -> dict:
             out_channels=[1024, 512, 256],
             anchor_generator=dict(
                 type="YOLOAnchorGenerator",
-                # the protocol's anchors are pixels at 224 px: other resolutions scale them
+                # the protocol's anchors are pixels at 224 px: other resolutions scale them (the factor first,
+                # so that at 224 px they are exactly the protocol's numbers: 31.86 * 224 / 224 != 31.86)
                 base_sizes=[
-                    [(w * task.size / 224, h * task.size / 224) for w, h in level] for level in YOLO_ANCHORS
+                    [(w * (task.size / 224), h * (task.size / 224)) for w, h in level]
+                    for level in YOLO_ANCHORS
                 ],
                 strides=[32, 16, 8],
             ),
