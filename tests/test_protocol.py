@@ -180,3 +180,46 @@ def test_segmentation_head_config(task, tmp_path):
         assert cfg.model.backbone.out_indices == (0, 1, 2, 3, 4, 5)  # skips down to the input image
         assert head.type == "CXRUNetHead" and list(head.in_channels) == [3, 64, 256, 512, 1024, 2048]
     assert cfg.val_evaluator.multi_label == multi
+
+
+def _early_stopping(cfg):
+    from mmengine.registry import HOOKS
+
+    spec = dict(_hook(cfg, "EarlyStoppingHook"))
+    return HOOKS.build(spec)
+
+
+def test_early_stopping_needs_a_real_improvement(tmp_path):
+    """A validation metric that stays where it was is NOT an improvement: LoVT's early stopping
+    (PyTorch Lightning ``EarlyStopping``, ``min_delta: 0.00001``, philip-mueller/lovt
+    configs/callback/early_stopping.yaml) stops a run whose metric is stuck (e.g. mAP 0 while the head
+    predicts nothing above the confidence threshold). mmengine's hook with ``min_delta=0`` counts a tie as
+    an improvement and would train such a run for its whole epoch budget."""
+    import types
+
+    from benchmark.openmmlab import build_config
+
+    task = TASKS["rsna_yolov3_frozen_10"]  # patience 10
+    cfg = build_config(task, _settings(task, tmp_path))
+    hook = _early_stopping(cfg)
+    loop = types.SimpleNamespace(stop_training=False)
+    runner = types.SimpleNamespace(train_loop=loop, logger=types.SimpleNamespace(info=lambda *a: None))
+    stopped_after = None
+    for epoch, value in enumerate([0.1] + [0.1] * 30, start=1):
+        hook.after_val_epoch(runner, {"det/mAP": value})
+        if loop.stop_training:
+            stopped_after = epoch
+            break
+    assert stopped_after == 1 + task.patience
+
+    # a real improvement resets the count
+    hook = _early_stopping(cfg)
+    loop.stop_training = False
+    values = [0.1] * 5 + [0.2] + [0.2] * 20
+    stopped_after = None
+    for epoch, value in enumerate(values, start=1):
+        hook.after_val_epoch(runner, {"det/mAP": value})
+        if loop.stop_training:
+            stopped_after = epoch
+            break
+    assert stopped_after == 6 + task.patience

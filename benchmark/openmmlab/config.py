@@ -8,7 +8,7 @@ from pathlib import Path
 from mmengine.config import ConfigDict
 
 from benchmark.backbones import BackboneInfo, normalization_plan
-from tasks.registry import YOLO_ANCHORS, YOLO_CONF_THR, YOLO_NMS_IOU, TaskSpec
+from tasks.registry import EARLY_STOP_MIN_DELTA, YOLO_ANCHORS, YOLO_CONF_THR, YOLO_NMS_IOU, TaskSpec
 
 # key of the validation metric that picks the best checkpoint and stops early, per task metric
 MONITORS = {"mAP": "det/mAP", "froc": "det/froc", "dice": "seg/dice", "mean_class_dice": "seg/dice"}
@@ -266,7 +266,13 @@ def build_config(task: TaskSpec, s: RunSettings) -> ConfigDict:
         dict(type="CXRLossGuardHook"),
         dict(type="CXRHistoryHook"),
         dict(
-            type="EarlyStoppingHook", monitor=monitor, rule="greater", patience=task.patience, min_delta=0.0
+            type="EarlyStoppingHook",
+            monitor=monitor,
+            rule="greater",
+            patience=task.patience,
+            # mmengine counts "not worse" as an improvement when min_delta is 0: a run stuck at one value
+            # (mAP 0 before the head predicts anything) would never stop
+            min_delta=EARLY_STOP_MIN_DELTA,
         ),
     ]
     if task.warmup_steps:
