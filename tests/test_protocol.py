@@ -223,3 +223,68 @@ def test_early_stopping_needs_a_real_improvement(tmp_path):
             stopped_after = epoch
             break
     assert stopped_after == 6 + task.patience
+
+
+def _yolo_model(tmp_path):
+    import dataclasses
+
+    from mmengine.registry import MODELS, DefaultScope
+
+    from benchmark.openmmlab import build_config
+
+    task = dataclasses.replace(TASKS["rsna_yolov3_frozen_10"], size=64)
+    s = dataclasses.replace(_settings(task, tmp_path), backbone=parse_spec("resnet18.random"))
+    cfg = build_config(task, s)
+    with DefaultScope.overwrite_default_scope("mmdet"):
+        model = MODELS.build(cfg.model)
+    model.eval()
+    return model
+
+
+def _det_batch(images, boxes):
+    import torch
+    from mmdet.structures import DetDataSample
+    from mmengine.structures import InstanceData
+
+    samples = []
+    for box in boxes:
+        s = DetDataSample(
+            metainfo=dict(img_shape=(64, 64), ori_shape=(64, 64), scale_factor=(1.0, 1.0), img_id=0)
+        )
+        s.gt_instances = InstanceData(
+            bboxes=torch.tensor([box], dtype=torch.float32), labels=torch.tensor([0])
+        )
+        samples.append(s)
+    return {"inputs": list(images), "data_samples": samples}
+
+
+def test_validation_loss_is_a_per_image_mean_for_detection(tmp_path):
+    """The plateau schedule monitors the validation loss, "the per-image weighted mean of the model's total
+    training loss" (loops.py). mmdet's YOLOv3 losses are SUMS over the batch (reduction "sum"), so the mean
+    must not depend on how the validation set is cut into batches (the last batch is usually smaller)."""
+    import types
+
+    import torch
+
+    from benchmark.openmmlab.loops import ValLossLoop
+
+    torch.manual_seed(0)
+    model = _yolo_model(tmp_path)
+    images = [torch.randint(0, 255, (1, 64, 64), dtype=torch.uint8) for _ in range(3)]
+    boxes = [[4.0, 6.0, 30.0, 40.0], [20.0, 10.0, 50.0, 30.0], [8.0, 8.0, 60.0, 60.0]]
+
+    def mean_loss(batches):
+        loop = object.__new__(ValLossLoop)
+        loop.fp16 = False
+        loop._runner = types.SimpleNamespace(model=model, call_hook=lambda *a, **k: None)
+        loop.evaluator = types.SimpleNamespace(process=lambda **k: None)
+        loop._loss_sum, loop._loss_n = 0.0, 0
+        start = 0
+        for i, n in enumerate(batches):
+            loop.run_iter(i, _det_batch(images[start : start + n], boxes[start : start + n]))
+            start += n
+        return loop._loss_sum / loop._loss_n
+
+    one_batch, singles, uneven = mean_loss([3]), mean_loss([1, 1, 1]), mean_loss([2, 1])
+    assert one_batch == pytest.approx(singles, rel=1e-4)
+    assert uneven == pytest.approx(singles, rel=1e-4)
