@@ -13,6 +13,9 @@ WEIGHT_DECAY = 1e-6
 WARMUP_LR = 1e-3
 PLATEAU_PATIENCE = 3
 PLATEAU_FACTOR = 0.5
+# Early stopping needs the validation metric to rise by at least this: a tie is not an
+# improvement (LoVT: PyTorch Lightning EarlyStopping with min_delta 0.00001, configs/callback/early_stopping.yaml)
+EARLY_STOP_MIN_DELTA = 1e-5
 
 # YOLOv3 anchors in pixels at 224 px, per level from the coarsest (stride 32) to the finest (stride 8).
 YOLO_ANCHORS = (

@@ -8,7 +8,7 @@ from pathlib import Path
 from mmengine.config import ConfigDict
 
 from benchmark.backbones import BackboneInfo, normalization_plan
-from tasks.registry import YOLO_ANCHORS, YOLO_CONF_THR, YOLO_NMS_IOU, TaskSpec
+from tasks.registry import EARLY_STOP_MIN_DELTA, YOLO_ANCHORS, YOLO_CONF_THR, YOLO_NMS_IOU, TaskSpec
 
 # key of the validation metric that picks the best checkpoint and stops early, per task metric
 MONITORS = {"mAP": "det/mAP", "froc": "det/froc", "dice": "seg/dice", "mean_class_dice": "seg/dice"}
@@ -118,9 +118,11 @@ def _detection(task: TaskSpec, s: RunSettings, channels: list[int]) -> dict:
             out_channels=[1024, 512, 256],
             anchor_generator=dict(
                 type="YOLOAnchorGenerator",
-                # the protocol's anchors are pixels at 224 px: other resolutions scale them
+                # the protocol's anchors are pixels at 224 px: other resolutions scale them (the factor first,
+                # so that at 224 px they are exactly the protocol's numbers: 31.86 * 224 / 224 != 31.86)
                 base_sizes=[
-                    [(w * task.size / 224, h * task.size / 224) for w, h in level] for level in YOLO_ANCHORS
+                    [(w * (task.size / 224), h * (task.size / 224)) for w, h in level]
+                    for level in YOLO_ANCHORS
                 ],
                 strides=[32, 16, 8],
             ),
@@ -264,7 +266,13 @@ def build_config(task: TaskSpec, s: RunSettings) -> ConfigDict:
         dict(type="CXRLossGuardHook"),
         dict(type="CXRHistoryHook"),
         dict(
-            type="EarlyStoppingHook", monitor=monitor, rule="greater", patience=task.patience, min_delta=0.0
+            type="EarlyStoppingHook",
+            monitor=monitor,
+            rule="greater",
+            patience=task.patience,
+            # mmengine counts "not worse" as an improvement when min_delta is 0: a run stuck at one value
+            # (mAP 0 before the head predicts anything) would never stop
+            min_delta=EARLY_STOP_MIN_DELTA,
         ),
     ]
     if task.warmup_steps:

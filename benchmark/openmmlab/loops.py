@@ -13,8 +13,9 @@ class ValLossLoop(ValLoop):
 
     Each batch is preprocessed and passed through the backbone once; the head then computes both the loss
     and the predictions from the same features (mmdet single-stage detectors and mmseg encoder-decoders;
-    other models run twice). ``loss`` is the per-image weighted mean of the model's total training loss
-    over the validation set.
+    other models run twice). ``loss`` is the per-image mean of the model's total training loss over the
+    validation set: a loss summed over a batch's images (mmdet's YOLOv3) is summed, a batch-level loss (the
+    Dice loss) is weighted by the batch's images, as Lightning's epoch mean in the reference code.
     """
 
     def run(self) -> dict:
@@ -40,8 +41,9 @@ class ValLossLoop(ValLoop):
             data = model.data_preprocessor(data_batch, False)
             losses, outputs = _loss_and_predict(model, data["inputs"], data["data_samples"])
             total, _ = model.parse_losses(losses)
-        self._loss_sum += float(total) * len(outputs)
-        self._loss_n += len(outputs)
+        n = len(outputs)
+        self._loss_sum += float(total) * (1 if _summed_over_batch(model) else n)
+        self._loss_n += n
         self.evaluator.process(data_samples=outputs, data_batch=data_batch)
         self.runner.call_hook("after_val_iter", batch_idx=idx, data_batch=data_batch, outputs=outputs)
 
@@ -59,3 +61,13 @@ def _loss_and_predict(model, inputs, data_samples):
         results = model.bbox_head.predict(feats, data_samples, rescale=True)
         return losses, model.add_pred_to_datasample(data_samples, results)
     return model(inputs, data_samples, mode="loss"), model(inputs, data_samples, mode="predict")
+
+
+def _summed_over_batch(model) -> bool:
+    """Whether the model's training loss is a SUM over the images of a batch (mmdet's YOLOv3 head: all its
+    losses use ``reduction="sum"``) rather than a batch mean or a batch-level quantity (the Dice loss)."""
+    head = getattr(model, "bbox_head", None)
+    if head is None:
+        return False
+    losses = [m for name, m in head.named_children() if name.startswith("loss_")]
+    return bool(losses) and all(getattr(m, "reduction", None) == "sum" for m in losses)
