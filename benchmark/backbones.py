@@ -534,7 +534,7 @@ def build_encoder(spec: str | BackboneInfo) -> tuple[nn.Module, BackboneInfo]:
 
 
 def normalization_plan(
-    info: BackboneInfo, task_mean: float, task_std: float, source: str = "task training-subset statistics"
+    info: BackboneInfo, task_mean: float, task_std: float, source: str = "task training-split statistics"
 ) -> dict:
     """How inputs are normalised for a backbone, and what the record says about it.
 

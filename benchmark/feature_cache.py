@@ -9,7 +9,7 @@ An entry is keyed by everything that determines the features (:func:`entry_key`)
 encoder's actual weights and BatchNorm buffers (so a random-init backbone, whose weights depend on the
 run's seed, gets one entry per seed, and a changed weights file a new one), the architecture, the prepared
 dataset (hash of its manifest, which holds the split hash), the subset and the hash of its annotation file,
-the resolution, the input normalisation (the training subset's mean / std), the feature levels, the
+the resolution, the input normalisation (the training split's mean / std), the feature levels, the
 storage dtype, mixed precision and the cache format version. Any change gives a new key; old entries are
 never used again.
 

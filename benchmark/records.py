@@ -12,7 +12,7 @@ from tasks.io import write_json_atomic
 
 SCHEMA_VERSION = 1
 # Bumped when a change of the code changes results; part of every run key.
-CODE_VERSION = "0.2"  # 0.2: early-stopping ties, YOLOv3 validation loss
+CODE_VERSION = "0.2"  # 0.2: early-stopping ties, YOLOv3 validation loss, fraction normalisation
 
 
 def run_key(

@@ -143,9 +143,11 @@ def resolve(run: PlannedRun, out_dir, options: RunOptions) -> PreparedRun:
         batch_size = n_train
     max_epochs = task.max_epochs if options.max_epochs is None else options.max_epochs
     work_dir = Path(out_dir) / "work" / run.backbone.name / task.id / run.key
-    return PreparedRun(
-        subset, n_train, batch_size, max_epochs, stats[subset]["mean"], stats[subset]["std"], work_dir, notes
-    )
+    # a label fraction trains on part of the training split but normalises with the whole split's statistics,
+    # as the reference code (philip-mueller/lovt src/data/dataloading_utils.py: apply_subset keeps the
+    # dataset's stats)
+    norm = stats.get("train") or stats[subset]
+    return PreparedRun(subset, n_train, batch_size, max_epochs, norm["mean"], norm["std"], work_dir, notes)
 
 
 def runner_config(run: PlannedRun, resolved: PreparedRun, options: RunOptions, experiment_name: str):
@@ -228,7 +230,7 @@ def execute(run: PlannedRun, out_dir, options: RunOptions) -> dict:
             "subsets": run.manifest.get("subsets"),
         },
         "split_hash": run.manifest["split_hash"],
-        "normalization": normalization_plan(run.backbone, r.mean, r.std, f"prepared {r.subset} statistics")[
+        "normalization": normalization_plan(run.backbone, r.mean, r.std, "prepared train statistics")[
             "record"
         ],
         "overrides": _overrides(options),

@@ -179,12 +179,12 @@ def test_yolov3_frozen_task_cached_equals_uncached(data_root, tmp_path):
 
     task = get_task("rsna_yolov3_frozen_10")
 
-    def outcome(cache: str | None, dtype: str = "float16"):
+    def outcome(cache: str | None, dtype: str = "float16", lr: float | None = None):
         options = RunOptions(
             max_epochs=1, batch_size=2, progress=False, feature_cache=cache, feature_cache_dtype=dtype
         )
-        run = plan_run(task, parse_spec("resnet18.random"), data_root, tmp_path, 0, None, options)
-        cfg = runner_config(run, resolve(run, tmp_path, options), options, f"yolo-{cache}-{dtype}")
+        run = plan_run(task, parse_spec("resnet18.random"), data_root, tmp_path, 0, lr, options)
+        cfg = runner_config(run, resolve(run, tmp_path, options), options, f"yolo-{cache}-{dtype}-{lr}")
         cfg.model.test_cfg.conf_thr = 0.001  # an untrained head: keep low-confidence boxes, so mAP is not 0
         return openmmlab.train_and_test(cfg, MONITORS[task.metric])
 
@@ -199,7 +199,14 @@ def test_yolov3_frozen_task_cached_equals_uncached(data_root, tmp_path):
         a, b = getattr(plain, split), getattr(half, split)
         for k in ("mAP", "mAP_50", "mAP_75"):
             assert b[k] == pytest.approx(a[k], abs=1e-3), (split, k)
-    assert half.val["loss"] == pytest.approx(plain.val["loss"], rel=1e-2)  # float16 features
+    # float16 features: the loss of the same (untrained) head agrees closely. After training it need not:
+    # the first Adam steps move every weight by about lr * sign(gradient), so weights whose gradient is
+    # near 0 flip direction under float16 rounding (the trained metrics above still agree).
+    untrained = (
+        outcome(None, lr=0.0),
+        outcome(str(tmp_path / "fc16"), lr=0.0),
+    )  # lr 0: the head stays as built
+    assert untrained[1].val["loss"] == pytest.approx(untrained[0].val["loss"], rel=1e-4)
     # float32 storage: the very same computation as without the cache
     assert full.val["loss"] == pytest.approx(plain.val["loss"], rel=1e-6)
     assert full.test == pytest.approx(plain.test, rel=1e-6, abs=1e-9)

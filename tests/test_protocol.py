@@ -288,3 +288,22 @@ def test_validation_loss_is_a_per_image_mean_for_detection(tmp_path):
     one_batch, singles, uneven = mean_loss([3]), mean_loss([1, 1, 1]), mean_loss([2, 1])
     assert one_batch == pytest.approx(singles, rel=1e-4)
     assert uneven == pytest.approx(singles, rel=1e-4)
+
+
+@pytest.mark.parametrize("task_id", ["rsna_linear_1", "rsna_yolov3_frozen_10", "rsna_linear_100"])
+def test_label_fractions_are_normalised_with_the_training_split_statistics(task_id, data_root, tmp_path):
+    """A 1 % / 10 % task trains on a fraction of the training split but normalises with the statistics of
+    the whole training split, as the reference code does (philip-mueller/lovt
+    src/data/dataloading_utils.py ``apply_subset``: ``sub_dataset.stats = dataset.stats``)."""
+    import json
+
+    from benchmark.run import RunOptions, plan_run, resolve
+    from tasks.prepare import prepared_dir
+
+    task = TASKS[task_id]
+    stats = json.loads((prepared_dir(data_root, "rsna", 224) / "stats.json").read_text())
+    assert stats["train_1pct"]["mean"] != stats["train"]["mean"]  # the check below can tell them apart
+    run = plan_run(task, parse_spec("resnet18.random"), data_root, tmp_path, 0, None, RunOptions())
+    r = resolve(run, tmp_path, RunOptions())
+    assert (r.mean, r.std) == (stats["train"]["mean"], stats["train"]["std"])
+    assert r.n_train == stats[r.subset]["n_images"]  # the fraction still decides what is trained on

@@ -34,6 +34,6 @@ def test_timm_vit_detection_and_segmentation(data_root, tmp_path):
         assert r["status"] == "ok", r.get("traceback")
         assert r["backbone"]["arch"] == "timm:vit_tiny_patch16_224" and r["backbone"]["format"] == "timm"
         assert list(r["backbone"]["channels"][3:]) == [192, 192, 192]
-        assert r["normalization"]["source"].startswith("prepared train_10pct")
+        assert r["normalization"]["source"] == "prepared train statistics"  # the whole split, as LoVT
         assert r["epochs_run"] == 1 and r["iterations"] >= 1
         assert all(math.isfinite(v) for v in r["metrics"]["test"].values() if isinstance(v, float))

@@ -21,7 +21,7 @@ class RunSettings:
     backbone: BackboneInfo
     prepared: Path
     classes: tuple[str, ...]
-    mean: float  # of the training subset, on [0, 1]
+    mean: float  # of the whole training split (also for label fractions), on [0, 1]
     std: float
     train_subset: str
     multi_label: bool

@@ -256,7 +256,7 @@ class FeatureCacheHook(Hook):
                         "ann_file": ds_cfg["ann_file"],
                         "ann_sha256": file_sha256(ann),
                     },
-                    # normalisation (the training subset's mean / std), padding, resolution, transforms
+                    # normalisation (the training split's mean / std), padding, resolution, transforms
                     "preprocessor": _plain(runner.cfg.model.data_preprocessor.preprocessor),
                     "pipeline": ds_cfg["pipeline"],
                     "levels": levels,
