@@ -31,7 +31,7 @@ def build_segmentor(arch: str, head: str, n_classes: int, multi: bool):
         out_indices = (0, 1, 2, 3, 4, 5)
     else:
         decode = dict(
-            type="CXRMultiLabelFCNHead" if multi else "FCNHead",
+            type="CXRMultiLabelFCNHead" if multi else "CXRSigmoidFCNHead",
             in_channels=channels[5],
             channels=channels[5],
             num_convs=0,
@@ -160,3 +160,34 @@ def test_yolov3_adapts_to_declared_channels(arch, data_root, tmp_path):
     batch = next(iter(runner.train_dataloader))
     losses = runner.model.train_step(batch, runner.build_optim_wrapper(runner.optim_wrapper))
     assert torch.isfinite(losses["loss"])
+
+
+def test_sigmoid_heads_lose_only_the_dice_loss_of_mmseg():
+    """The suite's single-label linear head is mmseg's FCNHead with one sigmoid output; its loss is mmseg's
+    loss_by_feat without the arg-max ``acc_seg`` term (meaningless for one output: the background share)."""
+    from mmengine.registry import DefaultScope
+    from mmengine.structures import PixelData
+    from mmseg.registry import MODELS
+    from mmseg.structures import SegDataSample
+
+    cfg = dict(
+        in_channels=8, channels=8, num_convs=0, concat_input=False, num_classes=2, out_channels=1,
+        threshold=0.5, dropout_ratio=0.0, norm_cfg=None, align_corners=False,
+        loss_decode=dict(type="CXRDiceLoss"),
+    )  # fmt: skip
+    with DefaultScope.overwrite_default_scope("mmseg"):  # another test may have left mmdet's scope current
+        ours = MODELS.build(dict(type="CXRSigmoidFCNHead", **cfg))
+        theirs = MODELS.build(dict(type="FCNHead", **cfg))
+    theirs.load_state_dict(ours.state_dict())
+    torch.manual_seed(0)
+    feats = [torch.randn(3, 8, 4, 4)]
+    samples = []
+    for i in range(3):
+        s = SegDataSample()
+        s.gt_sem_seg = PixelData(data=(torch.rand(1, 32, 32) > 0.7 - 0.2 * i).long())
+        samples.append(s)
+    mine, ref = ours.loss(feats, samples, None), theirs.loss(feats, samples, None)
+    assert set(mine) == {"loss_dice"} and set(ref) == {"loss_dice", "acc_seg"}
+    assert torch.allclose(mine["loss_dice"], ref["loss_dice"])
+    mine["loss_dice"].backward()
+    assert ours.conv_seg.weight.grad is not None and torch.isfinite(ours.conv_seg.weight.grad).all()

@@ -173,7 +173,9 @@ def test_segmentation_head_config(task, tmp_path):
     if task.head == "linear":
         # a 1x1 convolution on conv5, no extra convs, logits upsampled bilinearly (align_corners False)
         assert cfg.model.backbone.out_indices == (5,)
-        assert head.type == ("CXRMultiLabelFCNHead" if multi else "FCNHead")
+        assert head.type == (
+            "CXRMultiLabelFCNHead" if multi else "CXRSigmoidFCNHead"
+        )  # FCNHead, sigmoid loss
         assert (head.num_convs, head.concat_input, head.in_channels, head.channels) == (0, False, 2048, 2048)
         assert head.align_corners is False
     else:

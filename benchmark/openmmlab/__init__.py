@@ -38,6 +38,7 @@ for _registry, _classes in (
             feature_cache.CachedFeaturePreprocessor,
             losses.DiceLoss,
             heads.UNetHead,
+            heads.SigmoidFCNHead,
             heads.MultiLabelFCNHead,
             heads.MultiLabelUNetHead,
             heads.MultiLabelEncoderDecoder,

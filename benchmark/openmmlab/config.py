@@ -204,7 +204,7 @@ def _segmentation(task: TaskSpec, s: RunSettings, channels: list[int]) -> dict:
         # a 1x1 convolution on C5, logits upsampled bilinearly; no dropout, no norm
         out_indices = (5,)
         head = dict(
-            type="CXRMultiLabelFCNHead" if multi else "FCNHead",
+            type="CXRMultiLabelFCNHead" if multi else "CXRSigmoidFCNHead",
             in_channels=channels[5],
             channels=channels[5],
             num_convs=0,
