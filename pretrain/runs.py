@@ -93,6 +93,11 @@ def load_pairs(
     return read_mimic(data.mimic, data.reports), None
 
 
+def _given(**values):
+    """The options the user set (not None), as keyword overrides for ``dataclasses.replace``."""
+    return {k: v for k, v in values.items() if v is not None}
+
+
 def build_config(
     opts: RunOptions, synthetic: bool, synthetic_text_model: Path | None = None
 ) -> PretrainConfig:
@@ -116,36 +121,28 @@ def build_config(
         model, train = ModelConfig(), TrainConfig()
     model = replace(
         model,
-        **{
-            k: v
-            for k, v in dict(
-                image_arch=opts.image_arch,
-                image_init=opts.image_init,
-                text_model=opts.text_model,
-                text_frozen_layers=opts.text_frozen_layers,
-            ).items()
-            if v is not None
-        },
+        **_given(
+            image_arch=opts.image_arch,
+            image_init=opts.image_init,
+            text_model=opts.text_model,
+            text_frozen_layers=opts.text_frozen_layers,
+        ),
     )
     train = replace(
         train,
         num_workers=opts.workers,
         amp=opts.amp,
         seed=opts.seed,
-        **{
-            k: v
-            for k, v in dict(
-                epochs=opts.epochs,
-                batch_size=opts.batch_size,
-                accumulate=opts.accumulate,
-                lr=opts.lr,
-                weight_decay=opts.weight_decay,
-                warmup_iters=opts.warmup_iters,
-                patience=opts.patience,
-                image_size=opts.image_size,
-            ).items()
-            if v is not None
-        },
+        **_given(
+            epochs=opts.epochs,
+            batch_size=opts.batch_size,
+            accumulate=opts.accumulate,
+            lr=opts.lr,
+            weight_decay=opts.weight_decay,
+            warmup_iters=opts.warmup_iters,
+            patience=opts.patience,
+            image_size=opts.image_size,
+        ),
     )
     for name, value in (
         ("epochs", train.epochs),
