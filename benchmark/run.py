@@ -13,8 +13,16 @@ from pathlib import Path
 import numpy as np
 
 from benchmark.backbones import BackboneInfo, normalization_plan, parse_spec
-from benchmark.records import SCHEMA_VERSION, read_record, record_path, run_key, versions, write_record
-from tasks.prepare import DEFAULT_SIZE, load_manifest, prepared_dir
+from benchmark.records import (
+    CODE_VERSION,
+    SCHEMA_VERSION,
+    read_record,
+    record_path,
+    run_key,
+    versions,
+    write_record,
+)
+from tasks.prepare import DEFAULT_SIZE, load_manifest, load_stats, prepared_dir
 from tasks.registry import TaskSpec
 
 # record key of the primary test metric of each task metric
@@ -90,6 +98,7 @@ def plan_run(
     """Resolve one run and its key (no training)."""
     prepared = prepared_dir(data_root, task.dataset, task.size)
     manifest = load_manifest(prepared)
+    load_stats(prepared)  # a dataset prepared with statistics of another definition is refused before any run
     chosen_lr = task.lr if lr is None else float(lr)
     key = run_key(
         task=task.to_dict(),
@@ -131,7 +140,7 @@ class PreparedRun:
 
 def resolve(run: PlannedRun, out_dir, options: RunOptions) -> PreparedRun:
     task = run.task
-    stats = json.loads((run.prepared / "stats.json").read_text())
+    stats = load_stats(run.prepared)
     subset = _train_subset(task)
     n_train = stats[subset]["n_images"]
     if options.train_limit is not None:
@@ -293,6 +302,7 @@ def record_identity(run: PlannedRun, status: str) -> dict:
     """The fields every record of a run starts with, whether it ran here or failed elsewhere (a Slurm job)."""
     return {
         "schema_version": SCHEMA_VERSION,
+        "code_version": CODE_VERSION,  # which metric definitions (see benchmark.records.metrics_as_published)
         "key": run.key,
         "status": status,
         "task": run.task.id,

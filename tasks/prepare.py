@@ -8,7 +8,8 @@ Prepared layout (``OUT/<dataset>/`` at 224 px, ``OUT/<dataset>-<size>px/`` other
     annotations/<subset>.json        COCO detection files, boxes in prepared pixels
     annotations/<subset>.txt         image ids of the subset (mmseg ann_file)
     splits.csv                       image_id, patient_id, split, fraction
-    stats.json                       mean / std (on [0, 1]) of each training subset
+    stats.json                       mean / std (on [0, 1]) of each training subset, over the equalised
+                                     images before padding and resizing (as the reference code)
     manifest.json                    counts found vs the official release, failures, split hash, versions
 
 Subsets are ``train`` (all training images), ``train_<f>pct`` for each smaller label fraction, ``val``,
@@ -37,6 +38,9 @@ from tasks.io import save_png_atomic, write_json_atomic, write_text_atomic
 from tasks.splits import split_csv_text, split_hash, subset
 
 STATE_FILE = ".prepare_state.jsonl"
+# what stats.json's mean / std are over (runs refuse a stats.json without it: an older prepare took them on
+# the padded, resized square, which shifts non-square datasets' inputs by a fraction of a standard deviation)
+STATS_DEFINITION = "per-image mean/var of the equalised original before padding, pooled as the reference code"
 DEFAULT_SIZE = 224
 
 
@@ -78,6 +82,11 @@ def _process_one(ds: RawDataset, sample: dict, out_dir: str, size: int) -> dict:
             small = prepare_mask(mask, size) if mask is not None else None
         if ds.equalize:
             pixels = equalize(pixels)
+        # the normalisation statistics are taken here, on the equalised original before padding and
+        # resizing, as the reference code does (philip-mueller/lovt, each dataset's ``process_image``:
+        # ``pixel_mean = img.mean(); pixel_var = img.var()`` on the [0, 1] image; see ``_stats``)
+        pixel_mean = float(np.mean(pixels, dtype=np.float64))
+        pixel_var = float(np.var(pixels, dtype=np.float64))
         image = prepare_image(pixels, size)
         out = Path(out_dir)
         image_id = sample["image_id"]
@@ -88,7 +97,13 @@ def _process_one(ds: RawDataset, sample: dict, out_dir: str, size: int) -> dict:
             else:
                 save_png_atomic(out / "masks" / f"{image_id}.png", small)
         save_png_atomic(out / "images" / f"{image_id}.png", image)  # last: its presence marks completion
-        return {"image_id": image_id, "height": int(height), "width": int(width)}
+        return {
+            "image_id": image_id,
+            "height": int(height),
+            "width": int(width),
+            "pixel_mean": pixel_mean,
+            "pixel_var": pixel_var,
+        }
     except SampleError as e:
         return {"image_id": sample["image_id"], "failure": e.failure.to_dict()}
     except Exception as e:  # anything else still names the file and keeps the run going
@@ -123,7 +138,8 @@ def _load_state(out: Path) -> dict[str, dict]:
                 rec = json.loads(line)
             except json.JSONDecodeError:
                 continue  # a line cut by an interruption: that image is simply redone
-            if (out / "images" / f"{rec['image_id']}.png").exists():
+            # an image prepared before its pixel statistics were recorded is redone (its stats are needed)
+            if "pixel_var" in rec and (out / "images" / f"{rec['image_id']}.png").exists():
                 state[rec["image_id"]] = rec
     return state
 
@@ -141,18 +157,23 @@ def _coco(ids: list[str], info: dict[str, dict], samples_by_id: dict[str, dict],
     return {"images": images, "annotations": annotations, "categories": categories}
 
 
-def _stats(out: Path, ids: list[str]) -> dict:
-    total = total_sq = 0.0
-    count = 0
-    for image_id in ids:
-        a = np.asarray(Image.open(out / "images" / f"{image_id}.png"), dtype=np.float64) / 255.0
-        total += a.sum()
-        total_sq += np.square(a).sum()
-        count += a.size
-    if count == 0:
-        return {"mean": None, "std": None, "n_images": 0}
-    mean = total / count
-    return {"mean": mean, "std": float(np.sqrt(max(total_sq / count - mean**2, 0.0))), "n_images": len(ids)}
+def _stats(info: dict[str, dict], ids: list[str]) -> dict:
+    """Normalisation statistics of a subset, as the reference code computes them (philip-mueller/lovt
+    ``src/data/datasets/processing_utils.py``, ``compute_detection_dataset_stats``): the mean of the images'
+    means, and the mean of their variances plus the variance of their means (population), each image taken
+    at its original resolution after equalisation and before padding. Every image weighs the same, whatever
+    its size; for images of one size this is the pooled pixel mean / std."""
+    if not ids:
+        return {"mean": None, "std": None, "n_images": 0, "definition": STATS_DEFINITION}
+    means = np.array([info[i]["pixel_mean"] for i in ids], dtype=np.float64)
+    variances = np.array([info[i]["pixel_var"] for i in ids], dtype=np.float64)
+    var = float(np.mean(variances) + np.var(means))
+    return {
+        "mean": float(np.mean(means)),
+        "std": float(np.sqrt(max(var, 0.0))),
+        "n_images": len(ids),
+        "definition": STATS_DEFINITION,
+    }
 
 
 def _versions() -> dict:
@@ -271,7 +292,7 @@ def prepare(
             _coco(ids, state, samples_by_id, ds, size),
             indent=None,
         )
-    stats = {name: _stats(out, ids) for name, ids in subsets.items() if name.startswith("train")}
+    stats = {name: _stats(state, ids) for name, ids in subsets.items() if name.startswith("train")}
     write_json_atomic(out / "stats.json", stats)
 
     counts = dict(parsed.counts)
@@ -293,6 +314,7 @@ def prepare(
         "subsets": {name: len(ids) for name, ids in subsets.items()},
         "split_scheme": scheme,
         "split_hash": split_hash(table),
+        "stats_definition": STATS_DEFINITION,
         "split_info": split_info,
         "sources": dict(parsed.sources),
         "failures": [f.to_dict() for f in failures],
@@ -313,3 +335,28 @@ def load_manifest(prepared: str | os.PathLike) -> dict:
             f"{prepared} is not a prepared dataset (no manifest.json): run `cxrbench prepare` first"
         )
     return json.loads(path.read_text())
+
+
+def load_stats(prepared: str | os.PathLike) -> dict:
+    """The normalisation statistics of a prepared dataset (``stats.json``).
+
+    Raises:
+        DatasetError: the file is missing or unreadable, or was written by an older prepare whose statistics
+            were taken on the padded square (re-running ``cxrbench prepare`` recomputes them).
+    """
+    path = Path(prepared) / "stats.json"
+    try:
+        stats = json.loads(path.read_text())
+    except FileNotFoundError as e:
+        raise DatasetError(f"{path}: missing; run `cxrbench prepare` again") from e
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise DatasetError(f"{path}: unreadable ({type(e).__name__}: {e}); run `cxrbench prepare` again") from e
+    if not isinstance(stats, dict) or not isinstance(stats.get("train"), dict):
+        raise DatasetError(f"{path}: field 'train' missing; run `cxrbench prepare` again")
+    if stats["train"].get("definition") != STATS_DEFINITION:
+        raise DatasetError(
+            f"{path}: field 'definition': these statistics were taken on the padded square by an older "
+            "cxrbench; the protocol takes them on the equalised images before padding. Run `cxrbench prepare` "
+            "again for this dataset (only the statistics change: finished images are redone once)"
+        )
+    return stats

@@ -170,3 +170,67 @@ def test_default_fakes_give_every_split_something_to_learn(name, tmp_path):
     positive = {r["image_id"]: has_foreground(r) for r in samples.to_dict("records")}
     assert sum(positive[i] for i, s in split.items() if s == "train") >= 8
     assert min(sum(s == x for s in split.values()) for x in ("val", "test")) >= 5
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_normalisation_statistics_as_the_reference_code(name, prepared_all, fake_raw):
+    """stats.json holds the mean / std of the training split as the reference code computes them
+    (philip-mueller/lovt: each dataset's ``process_image`` takes ``img.mean()`` and ``img.var()`` of the
+    [0, 1] image after ``exposure.equalize_hist`` and before any padding or resizing;
+    ``processing_utils.compute_detection_dataset_stats`` pools them as mean(means) and
+    sqrt(mean(vars) + var(means))). Recomputed here independently, from the raw files, in float64."""
+    from skimage import exposure
+
+    ds = get_dataset(name)(fake_raw[name])
+    samples = {r["image_id"]: r for r in ds.parse().samples.to_dict("records")}
+    out = prepared_all / name
+    stats = json.loads((out / "stats.json").read_text())
+    for subset_name, s in stats.items():
+        ids = (out / "annotations" / f"{subset_name}.txt").read_text().split()
+        means, variances = [], []
+        for image_id in ids:
+            img = ds.load_pixels(samples[image_id]).astype(np.float64)
+            if ds.equalize:
+                img = exposure.equalize_hist(img)
+            means.append(img.mean())
+            variances.append(img.var())
+        mean = np.mean(means)
+        std = np.sqrt(np.mean(variances) + np.var(means))
+        assert s["mean"] == pytest.approx(mean, abs=1e-9), subset_name
+        assert s["std"] == pytest.approx(std, abs=1e-9), subset_name
+        assert s["n_images"] == len(ids)
+
+
+def test_statistics_ignore_the_padding_of_non_square_images(prepared_all):
+    """On non-square images the padded square's statistics (what cxrbench took before) differ from the
+    protocol's: the zeros of the padding pull the mean down. Object-CXR's fakes are not square."""
+    out = prepared_all / "object_cxr"
+    stats = json.loads((out / "stats.json").read_text())["train"]
+    ids = (out / "annotations" / "train.txt").read_text().split()
+    shapes = {json.loads(line)["image_id"]: json.loads(line) for line in (out / ".prepare_state.jsonl").open()}
+    assert any(shapes[i]["height"] != shapes[i]["width"] for i in ids)
+    padded = np.concatenate(
+        [np.asarray(Image.open(out / "images" / f"{i}.png"), dtype=np.float64).ravel() / 255 for i in ids]
+    )
+    assert padded.mean() < stats["mean"] - 0.01
+
+
+def test_statistics_of_an_older_prepare_are_refused(data_root, tmp_path):
+    """A stats.json without the definition (written by a cxrbench that took the statistics on the padded
+    square) is refused with the file and field named, before any run."""
+    from benchmark.backbones import parse_spec
+    from benchmark.run import RunOptions, plan_run
+    from tasks.errors import DatasetError
+    from tasks.registry import TASKS
+
+    root = tmp_path / "data"
+    shutil.copytree(data_root / "rsna", root / "rsna")
+    stats = json.loads((root / "rsna" / "stats.json").read_text())
+    for s in stats.values():
+        del s["definition"]
+    (root / "rsna" / "stats.json").write_text(json.dumps(stats))
+    with pytest.raises(DatasetError, match=r"stats\.json: field 'definition'.*cxrbench prepare"):
+        plan_run(TASKS["rsna_linear_1"], parse_spec("resnet18.random"), root, tmp_path, 0, None, RunOptions())
+    (root / "rsna" / "stats.json").write_text("{not json")
+    with pytest.raises(DatasetError, match=r"stats\.json: unreadable"):
+        plan_run(TASKS["rsna_linear_1"], parse_spec("resnet18.random"), root, tmp_path, 0, None, RunOptions())
