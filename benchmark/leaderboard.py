@@ -37,6 +37,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmark import stats
+from benchmark.records import metrics_as_published
 from tasks.io import write_bytes_atomic, write_text_atomic
 from tasks.registry import TASKS
 
@@ -92,6 +93,12 @@ class Cell:
     published_mean: float = math.nan
     published_std: float = math.nan
     published_n: int = 0
+    # A published std printed as 0 only says it is below the printed precision: the tests use that rounding
+    # bound (0.05 for "0.0"), not 0, which would make every Welch test undefined.
+    published_std_bound: float = 0.0
+    # Run cells: whether every record's primary metric has the published tables' definition (code version
+    # 0.3 on); cells of older records are never ranked against or tested against published rows.
+    as_published: bool = True
 
     @property
     def has_value(self) -> bool:
@@ -119,7 +126,8 @@ class Cell:
         """Sample standard deviation (ddof=1); for published rows derived from their ddof=0 value and n."""
         if self.source == "published":
             n = self.published_n
-            return self.published_std * math.sqrt(n / (n - 1)) if n > 1 else math.nan
+            sd = self.published_std if self.published_std > 0 else self.published_std_bound
+            return sd * math.sqrt(n / (n - 1)) if n > 1 else math.nan
         return stats.std_sample(self.values)
 
 
@@ -270,7 +278,12 @@ def load_reference(path: str | os.PathLike | None = None) -> list[dict]:
                     n = int(rec.get("n_runs") or PUBLISHED_RUNS)
                 except ValueError as e:
                     raise LeaderboardError(f"{f}, line {line}: mean / std_population / n_runs: {e}") from None
-                out.append(rec | {"mean": mean, "std_population": std, "n_runs": n, "_file": str(f)})
+                digits = rec["std_population"].strip().partition(".")[2]
+                bound = 0.5 * 10.0 ** -len(digits)  # half a unit of the last printed digit
+                out.append(
+                    rec
+                    | {"mean": mean, "std_population": std, "n_runs": n, "std_bound": bound, "_file": str(f)}
+                )
     return out
 
 
@@ -394,6 +407,13 @@ def _run_cell(name: str, task: str, finals: list[dict], searches: list[dict], se
     oks = [r for r in recs if _ok(r)]
     failed = [r for r in recs if not _ok(r)]
     cell.n_failed = len(failed)
+    old = [r for r in oks if not metrics_as_published(r)]
+    if old:
+        cell.as_published = False
+        cell.notes.append(
+            f"{len(old)} run(s) recorded by cxrbench {old[0].get('code_version') or 'before 0.3'}: the metric is "
+            "not defined as in the published tables, so never ranked or tested against published rows"
+        )
     cell.reasons = [f"seed {r.get('seed')}: {_failure_reason(r)}" for r in failed]
     primary = oks[0].get("primary_metric") if oks else None
     keys = _order_metrics(
@@ -500,8 +520,15 @@ def build_leaderboard(
                 published_mean=float(ref["mean"]),
                 published_std=float(ref["std_population"]),
                 published_n=int(ref["n_runs"]),
+                published_std_bound=float(ref.get("std_bound") or 0.0),
                 notes=[f"published ({Path(ref['_file']).name})"] if "_file" in ref else [],
             )
+            cell = row.cells[ref["task"]]
+            if cell.published_std == 0 and cell.published_std_bound > 0:
+                cell.notes.append(
+                    f"published std {ref['std_population']:g} is below the printed precision: the tests use "
+                    f"its rounding bound {cell.published_std_bound:g}"
+                )
     clash = sorted(set(published) & set(by_backbone))
     if clash:
         raise LeaderboardError(f"backbone name(s) {', '.join(clash)} clash with published rows")
@@ -512,8 +539,12 @@ def build_leaderboard(
         lb.rows.append(row)
 
     for task in lb.tasks:
-        # Ranks from the rounded means (the numbers the CSV shows), so a reader can check them.
-        values = [_round(r.cells[task].mean) if r.cells[task].has_value else math.nan for r in lb.rows]
+        # Ranks from the rounded means (the numbers the CSV shows), so a reader can check them. Beside
+        # published rows, cells of records with other metric definitions are not ranked at all.
+        values = [
+            _round(r.cells[task].mean) if _rankable(r.cells[task], bool(published)) else math.nan
+            for r in lb.rows
+        ]
         for r, rank in zip(lb.rows, stats.rank_descending(values)):
             lb.ranks[(r.name, task)] = float(rank)
 
@@ -523,6 +554,17 @@ def build_leaderboard(
     status, lb.comparison_lines = _summary(lb)
     lb.summary = status + lb.comparison_lines
     return lb
+
+
+def _rankable(cell: Cell, with_published: bool) -> bool:
+    return cell.has_value and (cell.as_published or not with_published)
+
+
+def _comparable(a: Cell, b: Cell) -> bool:
+    """Published numbers are only set against records whose metric has their definition."""
+    if "published" in (a.source, b.source):
+        return a.as_published and b.as_published
+    return True
 
 
 def _nan_last(x: float) -> tuple[int, float]:
@@ -588,7 +630,7 @@ def _compare(lb: Leaderboard) -> None:
         comps = []
         for task in lb.tasks:
             a, b = row.cells[task], base.cells[task]
-            if not (a.has_value and b.has_value):
+            if not (a.has_value and b.has_value and _comparable(a, b)):
                 continue
             if a.source == "run" and b.source == "run":
                 res = stats.welch_t_test(a.values, b.values)

@@ -12,7 +12,25 @@ from tasks.io import write_json_atomic
 
 SCHEMA_VERSION = 1
 # Bumped when a change of the code changes results; part of every run key.
-CODE_VERSION = "0.2"  # 0.2: early-stopping ties, YOLOv3 validation loss, fraction normalisation
+CODE_VERSION = "0.3"  # 0.3: metrics and normalisation statistics defined as the published tables
+# 0.2: early-stopping ties, YOLOv3 validation loss, fraction normalisation
+# Records of an older code version have primary metrics of another definition than the published tables
+# (COCO-style mAP, another FROC fill rule, NIH Dice over present classes, statistics on the padded square):
+# the leaderboard never ranks them against published rows.
+PUBLISHED_DEFINITIONS_SINCE = "0.3"
+
+
+def _version_tuple(v) -> tuple[int, ...]:
+    try:
+        return tuple(int(p) for p in str(v).split("."))
+    except ValueError:
+        return ()
+
+
+def metrics_as_published(record: dict) -> bool:
+    """Whether a record's primary metric has the published tables' definition (written by cxrbench
+    ``PUBLISHED_DEFINITIONS_SINCE`` or newer; records from before carry no ``code_version``)."""
+    return _version_tuple(record.get("code_version")) >= _version_tuple(PUBLISHED_DEFINITIONS_SINCE)
 
 
 def run_key(

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmark.records import record_path, write_record
+from benchmark.records import CODE_VERSION, record_path, write_record
 from tasks.registry import TASKS
 
 PRIMARY = {"mAP": "mAP", "dice": "dice", "froc": "froc", "mean_class_dice": "dice"}
@@ -45,6 +45,7 @@ def make_record(
     finished_at: str = "2025-01-01T00:00:00",
     key: str | None = None,
     size: int = 224,
+    code_version: str | None = CODE_VERSION,
 ) -> Path:
     """Write one record under ``runs_dir`` (an ``evaluate --out`` folder) and return its path."""
     task = TASKS[task_id]
@@ -58,6 +59,7 @@ def make_record(
     rec = {
         "schema_version": 1,
         "key": key,
+        **({"code_version": code_version} if code_version is not None else {}),
         "status": status,
         "task": task_id,
         "task_spec": task.to_dict() | {"size": size},

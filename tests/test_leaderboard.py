@@ -203,8 +203,8 @@ def test_reference_rows(runs, tmp_path):
     # Against a published row: Welch from its mean, population std (-> sample std) and n = 5.
     mine = pct(VALUES[(MINE, T2)])
     ref = sps.ttest_ind_from_stats(
-        mine.mean(), mine.std(ddof=1), 5, 43.3, 0.0, 5, equal_var=False
-    )  # published std 0.0 for this task
+        mine.mean(), mine.std(ddof=1), 5, 43.3, 0.05 * math.sqrt(5 / 4), 5, equal_var=False
+    )  # published std 0.0 for this task: its rounding bound 0.05 (population) is used
     comp = {(r["backbone"], r["task"]): r for r in read_csv(tmp_path / "comparison.csv")}
     assert float(comp[(MINE, T2)]["p_value"]) == pytest.approx(ref.pvalue, rel=1e-3)
     assert comp[(MINE, T2)]["test"] == "summary"
@@ -398,3 +398,50 @@ def test_leaderboard_of_real_evaluate_records(data_root, tmp_path):
         secondary = ("mAP_50_mean", "mAP_75_mean") if "yolov3" in task else ("dice_per_image_mean",)
         assert all(row[c] != "" for c in secondary)
     assert any(s.startswith("resnet18.random beats published:Random on ") for s in res.summary)
+
+
+def test_published_std_of_zero_is_taken_as_its_rounding_bound(tmp_path):
+    """A published std printed as 0.0 means "below 0.05": the Welch test uses that bound (a std of 0 on
+    both sides left the test undefined, and an 11.8-point gap was never significant)."""
+    refs = lbm.load_reference()
+    lb = lbm.build_leaderboard([], reference=refs, baseline="published:ImageNet", tasks=["rsna_linear_10"])
+    lovt = lb.comparisons[("published:LoVT@mimic_frontal_30pct", "rsna_linear_10")]  # 49.4 +- 0.0 vs 38.3 +- 0.0
+    sd = 0.05 * math.sqrt(5 / 4)
+    ref = sps.ttest_ind_from_stats(49.4, sd, 5, 38.3, sd, 5, equal_var=False)
+    assert lovt.p == pytest.approx(ref.pvalue, rel=1e-6) and lovt.significant
+    assert "published:LoVT@mimic_frontal_30pct beats published:ImageNet on 1 of 1 tasks (significant: 1)" in (
+        lb.summary
+    )
+    cell = lb.row("published:ImageNet").cells["rsna_linear_10"]
+    assert cell.std == 0.0  # shown as published
+    assert any("rounding bound 0.05" in n for n in cell.notes)
+    # the bound follows the printed precision: "0" is below 0.5, "0.00" below 0.005
+    f = tmp_path / "ref.csv"
+    f.write_text(
+        "method,pretraining_data,task,metric,mean,std_population\n"
+        "A,none,rsna_linear_10,dice,40,0\nB,none,rsna_linear_10,dice,41.00,0.00\n"
+    )
+    bounds = {r["method"]: r["std_bound"] for r in lbm.load_reference(f)}
+    assert bounds == {"A": 0.5, "B": pytest.approx(0.005)}
+
+
+def test_records_of_older_metric_definitions_are_never_ranked_against_published_rows(tmp_path):
+    """Records written before the metrics were defined as the published tables (no code_version, or
+    below 0.3) are neither ranked nor tested against published rows; among runs alone they still are."""
+    task = "rsna_linear_10"
+    for seed in range(5):
+        make_record(tmp_path / "runs", "old.random", task, seed, 0.60 + 0.01 * seed, code_version=None)
+        make_record(tmp_path / "runs", "new.random", task, seed, 0.20 + 0.01 * seed)
+    recs = lbm.load_records([tmp_path / "runs"])[0]
+    lb = lbm.build_leaderboard(recs, reference=lbm.load_reference(), baseline="published:ImageNet")
+    old, new = lb.row("old.random"), lb.row("new.random")
+    assert not old.cells[task].as_published and new.cells[task].as_published
+    assert math.isnan(lb.ranks[("old.random", task)])
+    assert ("old.random", task) not in lb.comparisons and ("new.random", task) in lb.comparisons
+    assert any("not defined as in the published tables" in n for n in old.cells[task].notes)
+    # 16 published rows and new.random are ranked among themselves
+    ranked = sorted(v for (name, t), v in lb.ranks.items() if t == task and not math.isnan(v))
+    assert len(ranked) == 17 and ranked[-1] == 17
+    # without published rows the old records are ranked as before
+    lb = lbm.build_leaderboard(recs, baseline="new.random")
+    assert lb.ranks[("old.random", task)] == 1.0 and ("old.random", task) in lb.comparisons
