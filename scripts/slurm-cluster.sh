@@ -130,8 +130,9 @@ AccountingStorageType=accounting_storage/slurmdbd
 AccountingStorageHost=localhost
 JobAcctGatherType=jobacct_gather/none
 JobCompType=jobcomp/none
-# a cancelled job gets SIGTERM, then SIGKILL this many seconds later (submitit's jobs ignore SIGTERM)
-KillWait=10
+# a cancelled job gets SIGTERM, then SIGKILL this many seconds later (submitit's jobs ignore SIGTERM);
+# short here, so that a job cancelled in the end-to-end test dies mid-run (clusters: 30 s by default)
+KillWait=2
 MinJobAge=300
 $node State=UNKNOWN
 PartitionName=debug Nodes=$host Default=YES MaxTime=INFINITE State=UP
