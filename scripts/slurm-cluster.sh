@@ -4,9 +4,9 @@
 #
 # Installs Debian's slurm-wlm, slurmdbd, munge and mariadb-server (apt-get, as root), writes a minimal
 # /etc/slurm/slurm.conf for this host (proctrack/linuxproc, task/none, select/cons_tres: no cgroups; one
-# node with this machine's CPUs and memory as `slurmd -C` reads them; one partition "debug"), starts
-# munged, MariaDB + slurmdbd (job accounting, so that `sacct` lists jobs: submitit polls job states with
-# sacct), slurmctld and slurmd, and waits until `sinfo` shows the node idle.
+# node with this machine's CPUs and memory as `slurmd -C` reads them, reached at 127.0.0.1; one partition
+# "debug"), starts munged, MariaDB + slurmdbd (job accounting, so that `sacct` lists jobs: submitit polls
+# job states with sacct), slurmctld and slurmd, and waits until `sinfo` shows the node idle.
 #
 # Idempotent: a second run finds the packages installed and the daemons up with the same configuration
 # and only checks (seconds); when the configuration changed (other CPUs or memory, another host name) it
@@ -109,7 +109,7 @@ node="$(slurmd -C | head -1)"  # NodeName=<host> CPUs=.. Boards=.. SocketsPerBoa
 cat >"$new" <<EOF
 # written by cxrbench scripts/slurm-cluster.sh: a single-node cluster without cgroups
 ClusterName=$cluster
-SlurmctldHost=$host
+SlurmctldHost=$host(127.0.0.1)
 SlurmUser=slurm
 SlurmdUser=root
 AuthType=auth/munge
@@ -134,7 +134,7 @@ JobCompType=jobcomp/none
 # short here, so that a job cancelled in the end-to-end test dies mid-run (clusters: 30 s by default)
 KillWait=2
 MinJobAge=300
-$node State=UNKNOWN
+$node NodeAddr=127.0.0.1 State=UNKNOWN
 PartitionName=debug Nodes=$host Default=YES MaxTime=INFINITE State=UP
 EOF
 restart=0
