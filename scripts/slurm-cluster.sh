@@ -22,7 +22,7 @@ cluster=cxrbench
 host="$(hostname -s)"
 conf=/etc/slurm/slurm.conf
 dbdconf=/etc/slurm/slurmdbd.conf
-step() { printf '==> %s\n' "$*"; }
+step() { printf '==> [%3d s] %s\n' "$SECONDS" "$*"; }
 
 # a daemon is up when its pid file names a live process with that name
 alive() {  # NAME PIDFILE
@@ -178,4 +178,4 @@ case "$s" in
      exit 1 ;;
 esac
 sinfo
-echo "cluster $cluster up: $(sinfo -h -o '%D node, %c CPUs, %m MB' | head -1); jobs are listed by sacct"
+echo "cluster $cluster up after $SECONDS s: $(sinfo -h -o '%D node, %c CPUs, %m MB' | head -1); sacct lists the jobs"
