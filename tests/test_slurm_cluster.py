@@ -5,7 +5,7 @@ runs it before the tests). Without one these tests are skipped, unless ``CXRBENC
 makes that a failure. The jobs run the Python of this test (``sys.executable``) with the submitting
 command's environment (sbatch exports it), so ``PYTHONPATH`` and the virtual environment reach the jobs.
 
-The task is tiny: generated RSNA, 20 patients at 64 px, one epoch, three seeds (one job array of three).
+The task is tiny: generated RSNA, 40 patients at 64 px, one epoch, three seeds (one job array of three).
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ def tiny_data(tmp_path_factory) -> Path:
     from tasks.fakes import make_fake_rsna
     from tasks.prepare import prepare
 
-    raw = make_fake_rsna(tmp_path_factory.mktemp("rsna_raw64"), n_patients=20, seed=0, size=64)
+    raw = make_fake_rsna(tmp_path_factory.mktemp("rsna_raw64"), n_patients=40, seed=0, size=64)
     root = tmp_path_factory.mktemp("data64")
     report = prepare("rsna", raw, root, size=64, workers=1, progress=False)
     assert not report.failures
