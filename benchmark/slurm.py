@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -123,6 +124,26 @@ def _failed_record(run: PlannedRun, reason: str) -> dict:
     }
 
 
+def _wait_until_gone(job, poll_s: float, limit_s: float = 900.0) -> None:
+    """Wait until a finished Slurm job's processes are gone (it has left ``squeue``).
+
+    sacct says CANCELLED (or FAILED, TIMEOUT) as soon as Slurm ends a job, but its processes live on until
+    they exit: submitit's jobs ignore the SIGTERM of ``scancel`` and die only at the SIGKILL ``KillWait``
+    seconds later (30 s by default), so the run may still write its record meanwhile. Only then does the
+    driver know whether the job left a record or needs a failed one (found on a real cluster).
+    """
+    if not isinstance(job, submitit.SlurmJob) or shutil.which("squeue") is None:
+        return  # submitit's local / debug jobs: done means their process has exited
+    deadline = time.time() + limit_s
+    while time.time() < deadline:
+        out = subprocess.run(
+            ["squeue", "-h", "-o", "%i", "-j", job.job_id], capture_output=True, text=True
+        )
+        if out.returncode != 0 or not out.stdout.strip():  # unknown job id (purged) or no longer queued
+            return
+        time.sleep(poll_s)
+
+
 def _run_stage(
     runs: list[PlannedRun], sweep: Sweep, sweep_id: str, executor, echo, stage: str, poll_s: float
 ) -> None:
@@ -146,7 +167,14 @@ def _run_stage(
             outcome = job.result()
             echo(f"  {run.task.id} seed={run.seed} lr={run.lr:g}: {outcome['status']} (job {job.job_id})")
         except Exception as e:  # the job died without writing a record: record why, go on
-            reason = f"job {job.job_id} failed: {type(e).__name__}: {str(e).strip().splitlines()[-1][:500]}"
+            _wait_until_gone(job, poll_s)
+            if settled(run, sweep.out_dir, sweep_id) is not None:  # its run ended in the kill grace time
+                echo(f"  {run.task.id} seed={run.seed} lr={run.lr:g}: recorded (job {job.job_id} ended: {job.state})")
+                continue
+            reason = (
+                f"job {job.job_id} failed ({job.state}): {type(e).__name__}: "
+                f"{str(e).strip().splitlines()[-1][:500]}"
+            )
             echo(f"  {run.task.id} seed={run.seed} lr={run.lr:g}: FAILED ({reason})")
             if settled(run, sweep.out_dir, sweep_id) is None:
                 write_record(run.path, _failed_record(run, reason))

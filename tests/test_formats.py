@@ -248,7 +248,7 @@ def test_wrong_or_unknown_format(net50, tmp_path):
 
 
 def test_timm_resnet_layout_is_torchvision(tmp_path):
-    timm = pytest.importorskip("timm")
+    import timm  # a required dependency: a broken install fails here, it is not skipped
     torch.manual_seed(0)
     model = timm.create_model("resnet18", pretrained=False).eval()
     path = tmp_path / "timm_resnet18.safetensors"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import timm  # a required dependency: a broken install fails these tests, it is not skipped
 import torch
 from safetensors.torch import save_file
 
@@ -17,8 +18,6 @@ from benchmark.backbones import (
     parse_spec,
 )
 from benchmark.pyramid import plan_levels
-
-timm = pytest.importorskip("timm")
 
 
 def test_convnext_levels_from_feature_info():

@@ -14,7 +14,6 @@ pytestmark = pytest.mark.slow
 
 
 def test_timm_vit_detection_and_segmentation(data_root, tmp_path):
-    pytest.importorskip("timm")
     spec = "timm:vit_tiny_patch16_224"
     options = RunOptions(max_epochs=1, batch_size=2, device="cpu", progress=False)
     lines = []
