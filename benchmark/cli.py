@@ -114,7 +114,7 @@ def _cmd_datasets(args) -> int:
 
 def _cmd_prepare(args) -> int:
     from tasks.custom import is_task_file, load_task_file
-    from tasks.errors import DatasetError
+    from tasks.errors import DatasetError, OutputError
     from tasks.prepare import prepare
 
     if not is_task_file(args.dataset) and args.dataset not in DATASET_NAMES:
@@ -143,6 +143,9 @@ def _cmd_prepare(args) -> int:
             progress=not args.quiet,
             splits=args.splits,
         )
+    except OutputError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 3
     except DatasetError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -24,6 +24,7 @@ import os
 import platform
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,13 +32,14 @@ import numpy as np
 from PIL import Image
 
 from tasks.datasets import RawDataset, get_dataset
-from tasks.errors import DatasetError, Failure, SampleError
+from tasks.errors import DatasetError, Failure, OutputError, SampleError
 from tasks.image import Geometry, equalize, prepare_image, prepare_mask
 from tasks.io import save_png_atomic, write_json_atomic, write_text_atomic
 from tasks.splits import split_csv_text, split_hash, subset
 
 STATE_FILE = ".prepare_state.jsonl"
 DEFAULT_SIZE = 224
+MIN_IMAGE_SIDE = 32  # px; a smaller image (a 1 x 1 thumbnail, a 1 x 70000 line) is no chest X-ray
 
 
 def prepared_dir(data_root: str | os.PathLike, dataset: str, size: int = DEFAULT_SIZE) -> Path:
@@ -64,6 +66,13 @@ def _process_one(ds: RawDataset, sample: dict, out_dir: str, size: int) -> dict:
     try:
         pixels = ds.load_pixels(sample)
         height, width = pixels.shape
+        if min(height, width) < MIN_IMAGE_SIDE:
+            raise SampleError(
+                sample["file"],
+                "image size",
+                f"{width}x{height} px; an image must be at least {MIN_IMAGE_SIDE} px on each side",
+                sample["image_id"],
+            )
         geometry = Geometry(height, width, size)
         small = ds.prepared_mask(sample, geometry)
         if small is None:
@@ -81,13 +90,16 @@ def _process_one(ds: RawDataset, sample: dict, out_dir: str, size: int) -> dict:
         image = prepare_image(pixels, size)
         out = Path(out_dir)
         image_id = sample["image_id"]
-        if small is not None:
-            if small.ndim == 3:
-                for name, m in zip(ds.classes, small):
-                    save_png_atomic(out / "masks" / name / f"{image_id}.png", m)
-            else:
-                save_png_atomic(out / "masks" / f"{image_id}.png", small)
-        save_png_atomic(out / "images" / f"{image_id}.png", image)  # last: its presence marks completion
+        try:
+            if small is not None:
+                if small.ndim == 3:
+                    for name, m in zip(ds.classes, small):
+                        save_png_atomic(out / "masks" / name / f"{image_id}.png", m)
+                else:
+                    save_png_atomic(out / "masks" / f"{image_id}.png", small)
+            save_png_atomic(out / "images" / f"{image_id}.png", image)  # last: its presence marks completion
+        except OSError as e:  # the output's fault, not the input's: the whole run stops (see OutputError)
+            return {"image_id": image_id, "output_error": f"cannot write under {out}: {type(e).__name__}: {e}"}
         return {"image_id": image_id, "height": int(height), "width": int(width)}
     except SampleError as e:
         return {"image_id": sample["image_id"], "failure": e.failure.to_dict()}
@@ -98,6 +110,65 @@ def _process_one(ds: RawDataset, sample: dict, out_dir: str, size: int) -> dict:
                 sample["file"], "image", f"{type(e).__name__}: {e}", sample["image_id"]
             ).to_dict(),
         }
+
+
+def _isolated_one(conn, ds: RawDataset, sample: dict, out_dir: str, size: int) -> None:
+    conn.send(_process_one(ds, sample, out_dir, size))
+    conn.close()
+
+
+def _process_isolated(ds: RawDataset, todo: list[dict], out_dir: str, size: int, workers: int):
+    """Each image in a process of its own, ``workers`` at a time; yields one result per image. A process
+    that dies without a result (SIGKILL from the out-of-memory killer, a crash in a decoder) fails only
+    its image. Used for what is left when a worker of the shared pool died, so the culprit is found."""
+    import multiprocessing as mp
+    from multiprocessing.connection import wait
+
+    pending, running = list(reversed(todo)), {}
+    while pending or running:
+        while pending and len(running) < max(1, workers):
+            sample = pending.pop()
+            recv, send = mp.Pipe(duplex=False)
+            proc = mp.Process(target=_isolated_one, args=(send, ds, sample, out_dir, size), daemon=True)
+            proc.start()
+            send.close()
+            running[recv] = (proc, sample)
+        for recv in wait(list(running)):  # a result, or EOF when the process died first
+            proc, sample = running.pop(recv)
+            try:
+                result = recv.recv()
+            except (EOFError, OSError):
+                result = None
+            recv.close()
+            proc.join()
+            if result is None:
+                code = proc.exitcode
+                how = f"killed by signal {-code}" if code is not None and code < 0 else f"exit code {code}"
+                result = {
+                    "image_id": sample["image_id"],
+                    "failure": Failure(
+                        sample["file"],
+                        "image",
+                        f"the process preparing it died ({how}; SIGKILL is what the out-of-memory killer "
+                        "sends): the image may need more memory than is free; retry with fewer --workers",
+                        sample["image_id"],
+                    ).to_dict(),
+                }
+            yield result
+
+
+def _check_writable(out: Path) -> None:
+    """Raise :class:`OutputError` unless files can be created in ``out`` (made if missing)."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / f".write_test.{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as e:
+        raise OutputError(
+            f"cannot write the prepared dataset to {out} ({type(e).__name__}: {e.strerror or e}): "
+            "choose a writable --out folder"
+        ) from e
 
 
 def _sample_key(sample: dict) -> str:
@@ -191,6 +262,7 @@ def prepare(
     Raises:
         DatasetLayoutError: the raw folder is not the official layout (nothing can be prepared), or the
             split files cannot be found / have the wrong header.
+        OutputError: the output folder cannot be written.
     """
     ds = dataset if isinstance(dataset, RawDataset) else get_dataset(dataset)(raw)
     dataset = ds.name
@@ -215,7 +287,7 @@ def prepare(
         failures.extend(imported.failures)
     else:
         raise DatasetError(f"--splits must be 'default' or 'lovt:DIR', got {splits!r}")
-    out.mkdir(parents=True, exist_ok=True)
+    _check_writable(out)
     write_text_atomic(out / "splits.csv", split_csv_text(table))
 
     state = _load_state(out)
@@ -234,6 +306,8 @@ def prepare(
 
         def collect(result: dict) -> None:
             nonlocal prepared_now
+            if "output_error" in result:
+                raise OutputError(result["output_error"])
             if "failure" in result:
                 failures.append(Failure(**result["failure"]))
                 state.pop(result["image_id"], None)  # an earlier success is stale now
@@ -250,10 +324,18 @@ def prepare(
             for r in todo:
                 collect(_process_one(ds, r, str(out), size))
         else:
+            left = []  # images whose worker pool broke (a worker was killed) before they were done
             with ProcessPoolExecutor(max_workers=workers) as pool:
-                futures = [pool.submit(_process_one, ds, r, str(out), size) for r in todo]
+                futures = {pool.submit(_process_one, ds, r, str(out), size): r for r in todo}
                 for fut in as_completed(futures):
-                    collect(fut.result())
+                    try:
+                        result = fut.result()
+                    except BrokenProcessPool:
+                        left.append(futures[fut])
+                        continue
+                    collect(result)
+            for result in _process_isolated(ds, left, str(out), size, workers):
+                collect(result)
     if bar is not None:
         bar.close()
 
