@@ -33,6 +33,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from dataclasses import dataclass, fields
 from pathlib import Path
 
@@ -42,7 +43,7 @@ import pandas as pd
 from tasks.datasets.base import ParseResult, RawDataset
 from tasks.errors import DatasetLayoutError, Failure, SampleError
 from tasks.rasterize import boxes_to_mask
-from tasks.registry import HEADS, METRICS, TASKS, TaskSpec
+from tasks.registry import HEADS, MAX_SIZE, METRICS, TASKS, TaskSpec
 
 TASK_FILE_SUFFIXES = (".toml", ".yaml", ".yml", ".json")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".dcm")
@@ -67,6 +68,98 @@ TASK_FIELDS = (
 )
 DATA_FIELDS = ("format", "images", "train", "val", "test", "masks", "classes", "splits", "equalize")
 DEFAULTS = {"frozen": True, "batch_size": 16, "max_epochs": 50, "patience": 10, "lr_grid": ()}
+
+
+def _text(v) -> str | None:
+    return None if isinstance(v, str) and v.strip() else "a non-empty string"
+
+
+def _boolean(v) -> str | None:
+    return None if isinstance(v, bool) else "true or false (a boolean, not a string or number)"
+
+
+def _integer(low: int, high: int, multiple: int = 1):
+    def check(v) -> str | None:
+        if isinstance(v, bool) or not isinstance(v, int):
+            return f"an integer from {low} to {high}" + (f", a multiple of {multiple}" if multiple > 1 else "")
+        if not low <= v <= high or v % multiple:
+            return f"from {low} to {high}" + (f" and a multiple of {multiple}" if multiple > 1 else "")
+        return None
+
+    return check
+
+
+def _real(low: float, high: float, low_open: bool = False):
+    above = f"> {low:g}" if low_open else f">= {low:g}"
+
+    def check(v) -> str | None:
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            return f"a number {above} and <= {high:g}"
+        if v != v or not (v > low if low_open else v >= low) or v > high:
+            return f"a finite number {above} and <= {high:g}"
+        return None
+
+    return check
+
+
+def _list_of(item, what: str, non_empty: bool = False):
+    def check(v) -> str | None:
+        if not isinstance(v, list) or (non_empty and not v):
+            return f"a {'non-empty ' if non_empty else ''}list of {what}"
+        for i, x in enumerate(v):
+            if item(x) is not None:
+                return f"a list of {what}; item {i + 1} is {x!r}"
+        return None
+
+    return check
+
+
+def _one_of(choices):
+    def check(v) -> str | None:
+        return None if isinstance(v, str) and v in choices else f"one of {', '.join(choices)}"
+
+    return check
+
+
+_LR = _real(0.0, 10.0, low_open=True)
+# what each field of a task file may hold (type and range); messages name the file and the field
+TASK_SCHEMA = {
+    "id": _text,
+    "head": _one_of(HEADS),
+    "frozen": _boolean,
+    "metric": _one_of(tuple(METRICS)),
+    "batch_size": _integer(1, 4096),
+    "lr": _LR,
+    "lr_grid": _list_of(_LR, "learning rates (numbers > 0 and <= 10)"),
+    "max_epochs": _integer(0, 100_000),
+    "patience": _integer(0, 100_000),
+    "warmup_steps": _integer(0, 10_000_000),
+    "warmup_lr": _LR,
+    "weight_decay": _real(0.0, 1.0),
+    "plateau_patience": _integer(0, 100_000),
+    "plateau_factor": _real(0.0, 1.0, low_open=True),
+    "size": _integer(32, MAX_SIZE, multiple=32),
+    "description": lambda v: None if isinstance(v, str) else "a string",
+}
+DATA_SCHEMA = {
+    "format": _one_of(("coco", "masks")),
+    "images": _text,
+    "train": _text,
+    "val": _text,
+    "test": _text,
+    "masks": _text,
+    "splits": _text,
+    "classes": _list_of(_text, "class names (non-empty strings)", non_empty=True),
+    "equalize": _boolean,
+}
+
+
+def _check_types(path: Path, section: str, data: dict, schema: dict) -> None:
+    for key, value in data.items():
+        problem = schema[key](value)
+        if problem is not None:
+            shown = repr(value) if len(repr(value)) <= 60 else repr(value)[:57] + "..."
+            raise TaskFileError(f"{path}: {section}{key} must be {problem}, got {shown}")
 
 
 class TaskFileError(DatasetLayoutError):
@@ -136,13 +229,21 @@ def load_task_file(path: str | os.PathLike) -> CustomTask:
     for key in ("id", "head", "lr"):
         if key not in raw:
             raise TaskFileError(f"{path}: missing field '{key}'")
-    task_id = str(raw["id"])
-    if not task_id.replace("_", "").replace("-", "").isalnum():
-        raise TaskFileError(f"{path}: id '{task_id}' must be letters, digits, '_' or '-' (it names folders)")
+    _check_types(path, "", raw, TASK_SCHEMA)
+    _check_types(path, "[data] ", data, DATA_SCHEMA)
+    task_id = raw["id"]
+    if not (task_id.isascii() and task_id.replace("_", "").replace("-", "").isalnum()) or len(task_id) > 100:
+        raise TaskFileError(
+            f"{path}: id '{task_id}' must be at most 100 ASCII letters, digits, '_' or '-' (it names folders)"
+        )
     from tasks.datasets import DATASETS
 
     if task_id in TASKS or task_id in DATASETS:
         raise TaskFileError(f"{path}: id '{task_id}' is a built-in task or dataset name; choose another")
+    if re.fullmatch(r".*-[0-9]+px", task_id):
+        raise TaskFileError(
+            f"{path}: id '{task_id}' ends like a prepared folder of another size (NAME-<size>px); choose another"
+        )
     head = raw["head"]
     if head not in HEADS:
         raise TaskFileError(f"{path}: head must be one of {', '.join(HEADS)}, got {head!r}")
@@ -214,6 +315,9 @@ class CustomDataset(RawDataset):
             self.classes = tuple(str(c) for c in classes)
             # several classes: one sigmoid output and one binary mask per class (the heads' multi-label form)
             self.multi_label = len(self.classes) > 1
+
+    def source(self) -> dict:
+        return {"kind": "task file", "task_file": str(self.task_file)}
 
     def _coco_classes(self) -> tuple[str, ...]:
         cats = None

@@ -48,6 +48,32 @@ def prepared_dir(data_root: str | os.PathLike, dataset: str, size: int = DEFAULT
     return root / dataset if size == DEFAULT_SIZE else root / f"{dataset}-{size}px"
 
 
+def check_manifest(manifest: dict, path, dataset: str, size: int, source: dict | None = None) -> None:
+    """Raise :class:`DatasetError` unless the manifest at ``path`` says the folder holds ``dataset`` at
+    ``size`` written by ``source`` (``None``: only the kind a name implies - a built-in dataset name is
+    written by the built-in reader, any other name by a task file). Manifests written before the source
+    was recorded count as built-in."""
+    from tasks.datasets import DATASETS
+
+    found = manifest.get("source") or {"kind": "built-in"}
+    if source is None:
+        source = {"kind": "built-in" if dataset in DATASETS else "task file"}
+        found = {"kind": found.get("kind")}
+    problems = []
+    if manifest.get("dataset") != dataset:
+        problems.append(f"dataset {manifest.get('dataset')!r}, not {dataset!r}")
+    if manifest.get("size") != size:
+        problems.append(f"size {manifest.get('size')!r}, not {size}")
+    if found != source:
+        problems.append(f"source {found}, not {source}")
+    if problems:
+        raise DatasetError(
+            f"{Path(path) / 'manifest.json'}: this prepared folder holds " + "; ".join(problems)
+            + ": it was written by something else under the same folder name. Prepare into another --out / "
+            "--data root, or remove the folder and prepare again"
+        )
+
+
 def subset_names(fractions) -> list[str]:
     return ["train"] + [f"train_{f}pct" for f in sorted(fractions) if f < 100] + ["val", "test"]
 
@@ -271,6 +297,8 @@ def prepare(
         raise DatasetError(
             f"refusing to write into the raw dataset folder {ds.root}: choose --out outside it"
         )
+    if (out / "manifest.json").exists():  # never overwrite what another dataset / size / task file wrote
+        check_manifest(load_manifest(out), out, dataset, size, ds.source())
     started = time.time()
     parsed = ds.parse()
     samples = parsed.samples
@@ -362,6 +390,7 @@ def prepare(
         "dataset": dataset,
         "title": ds.title,
         "size": size,
+        "source": ds.source(),
         "classes": list(ds.classes),
         "multi_label": ds.multi_label,
         "equalized": ds.equalize,
@@ -394,4 +423,52 @@ def load_manifest(prepared: str | os.PathLike) -> dict:
         raise DatasetError(
             f"{prepared} is not a prepared dataset (no manifest.json): run `cxrbench prepare` first"
         )
-    return json.loads(path.read_text())
+    try:
+        manifest = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise DatasetError(
+            f"{path}: not a readable manifest ({type(e).__name__}: {e}); prepare the dataset again"
+        ) from e
+    if not isinstance(manifest, dict):
+        raise DatasetError(f"{path}: not a manifest (a JSON object expected); prepare the dataset again")
+    return manifest
+
+
+def load_stats(prepared: str | os.PathLike, subset: str) -> dict:
+    """The statistics of ``subset`` and of the whole training split from ``stats.json``, checked.
+
+    Returns:
+        ``{"n_images": int, "mean": float, "std": float}`` of ``subset``, with ``mean`` / ``std`` those
+        of ``train`` where present (a label fraction normalises with the whole split, see ``benchmark.run``).
+
+    Raises:
+        DatasetError: the file is missing, not JSON, or a field is missing or of the wrong type / range
+            (the message names the file and the field).
+    """
+    path = Path(prepared) / "stats.json"
+    try:
+        stats = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise DatasetError(
+            f"{path}: not readable statistics ({type(e).__name__}: {e}); prepare the dataset again"
+        ) from e
+
+    def entry(name: str) -> dict:
+        e = stats.get(name) if isinstance(stats, dict) else None
+        if not isinstance(e, dict):
+            raise DatasetError(f"{path}: {name}: missing (expected mean, std, n_images); prepare the dataset again")
+        n = e.get("n_images")
+        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+            raise DatasetError(f"{path}: {name}.n_images: expected a count, got {n!r}; prepare the dataset again")
+        if n:
+            for k in ("mean", "std"):
+                v = e.get(k)
+                if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v <= 1:
+                    raise DatasetError(
+                        f"{path}: {name}.{k}: expected a number in [0, 1], got {v!r}; prepare the dataset again"
+                    )
+        return e
+
+    own = entry(subset)
+    norm = entry("train") if isinstance(stats.get("train"), dict) else own
+    return {"n_images": own["n_images"], "mean": norm.get("mean"), "std": norm.get("std")}
