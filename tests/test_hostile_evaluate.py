@@ -187,37 +187,22 @@ def test_corrupt_stats_json_fails_its_runs_and_the_sweep_goes_on(text, data_root
 # --- a NaN validation loss after the last training step --------------------------------------------------
 
 
-class PoisonLastStep:
-    """A hook that makes every weight NaN after the last training iteration (whose loss was finite)."""
+@pytest.mark.slow
+def test_nan_validation_loss_after_the_last_step_is_failed(data_root, tmp_path, monkeypatch):
+    import torch
 
-    priority = "LOWEST"
+    from benchmark.openmmlab.hooks import LossGuardHook
 
-    def __init__(self):
-        from mmengine.hooks import Hook
+    real = LossGuardHook.after_train_iter
 
-        self.__class__ = type("PoisonLastStepHook", (Hook,), dict(PoisonLastStep.__dict__))
-
-    def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None):
-        import torch
-
+    def poison_after_last_step(self, runner, batch_idx, data_batch=None, outputs=None):
+        real(self, runner, batch_idx, data_batch, outputs)  # the last step's loss is finite: it passes
         if runner.iter + 1 == runner.max_iters:
             with torch.no_grad():
                 for p in runner.model.parameters():
                     p.fill_(float("nan"))
 
-
-@pytest.mark.slow
-def test_nan_validation_loss_after_the_last_step_is_failed(data_root, tmp_path, monkeypatch):
-    import benchmark.run as run_mod
-
-    real = run_mod.runner_config
-
-    def poisoned(run, resolved, options, experiment_name):
-        cfg = real(run, resolved, options, experiment_name)
-        cfg.custom_hooks = [*cfg.get("custom_hooks", []), {"type": PoisonLastStep}]
-        return cfg
-
-    monkeypatch.setattr(run_mod, "runner_config", poisoned)
+    monkeypatch.setattr(LossGuardHook, "after_train_iter", poison_after_last_step)
     (record,) = evaluate(
         "resnet18.random",
         [TASK],
