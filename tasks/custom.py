@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import re
 from dataclasses import dataclass, fields
@@ -160,6 +161,14 @@ def _check_types(path: Path, section: str, data: dict, schema: dict) -> None:
         if problem is not None:
             shown = repr(value) if len(repr(value)) <= 60 else repr(value)[:57] + "..."
             raise TaskFileError(f"{path}: {section}{key} must be {problem}, got {shown}")
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
 class TaskFileError(DatasetLayoutError):
@@ -323,7 +332,7 @@ class CustomDataset(RawDataset):
         cats = None
         for k in ("train", "val", "test"):
             doc = self._coco(k)
-            these = [c["name"] for c in sorted(doc.get("categories", []), key=lambda c: c["id"])]
+            these = [c["name"] for c in sorted(doc["categories"], key=lambda c: c["id"])]
             if not these:
                 raise TaskFileError(f"{self.paths[k]}: COCO file has no 'categories'")
             if cats is not None and these != cats:
@@ -334,14 +343,34 @@ class CustomDataset(RawDataset):
         return tuple(cats)
 
     def _coco(self, split: str) -> dict:
+        """A COCO file, its structure checked (``images`` / ``annotations`` lists of objects, categories
+        with integer ids and names); the values of single images and annotations are checked per entry.
+
+        Raises:
+            TaskFileError: naming the file and the field.
+        """
         path = self.paths[split]
         try:
             doc = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError) as e:
-            raise TaskFileError(f"{path}: cannot read COCO json ({e})") from e
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
+            raise TaskFileError(f"{path}: cannot read COCO json ({type(e).__name__}: {e})") from e
+        if not isinstance(doc, dict):
+            raise TaskFileError(f"{path}: a COCO file is a JSON object (images, annotations, categories)")
         for key in ("images", "annotations"):
             if not isinstance(doc.get(key), list):
                 raise TaskFileError(f"{path}: COCO file has no '{key}' list")
+            bad = next((i for i, e in enumerate(doc[key]) if not isinstance(e, dict)), None)
+            if bad is not None:
+                raise TaskFileError(f"{path}: {key}[{bad}] is not an object")
+        cats = doc.get("categories", [])
+        if not isinstance(cats, list):
+            raise TaskFileError(f"{path}: categories must be a list of {{id, name}} objects")
+        for i, c in enumerate(cats):
+            if not (isinstance(c, dict) and _is_int(c.get("id")) and isinstance(c.get("name"), str)):
+                raise TaskFileError(f"{path}: categories[{i}] must be {{\"id\": integer, \"name\": string}}")
+        ids = [c["id"] for c in cats]
+        if len(set(ids)) != len(ids):
+            raise TaskFileError(f"{path}: categories: repeated id")
         return doc
 
     def check_layout(self) -> None:
@@ -367,10 +396,12 @@ class CustomDataset(RawDataset):
                 if (
                     not isinstance(bbox, list)
                     or len(bbox) != 4
-                    or not all(isinstance(v, (int, float)) for v in bbox)
+                    or not all(_is_number(v) for v in bbox)
                     or bbox[2] <= 0
                     or bbox[3] <= 0
+                    or not _is_int(ann.get("category_id"))
                     or ann.get("category_id") not in cat_index
+                    or not (_is_int(ann.get("image_id")) or isinstance(ann.get("image_id"), str))
                 ):
                     failures.append(
                         Failure(
@@ -383,10 +414,17 @@ class CustomDataset(RawDataset):
                 boxes.setdefault(ann.get("image_id"), []).append(
                     (list(map(float, bbox)), cat_index[ann["category_id"]])
                 )
-            for img in doc["images"]:
-                file = self.images / str(img.get("file_name", ""))
-                image_id = Path(str(img.get("file_name", ""))).stem
-                if not img.get("file_name") or not file.is_file():
+            for n, img in enumerate(doc["images"]):
+                name = img.get("file_name")
+                if not isinstance(name, str) or not name.strip() or "\x00" in name:
+                    failures.append(Failure(str(path), f"images[{n}].file_name", f"not a file name: {name!r}"))
+                    continue
+                if not (_is_int(img.get("id")) or isinstance(img.get("id"), str)):
+                    failures.append(Failure(str(path), f"images[{n}].id", f"not an integer or string: {img.get('id')!r}"))
+                    continue
+                file = self.images / name
+                image_id = Path(name).stem
+                if not file.is_file():
                     failures.append(
                         Failure(
                             str(file),
