@@ -467,7 +467,12 @@ class CustomDataset(RawDataset):
         patient: dict[str, str] = {}
         given: dict[str, str] = {}
         if "splits" in self.paths:
-            table = pd.read_csv(self.paths["splits"], dtype=str)
+            try:
+                table = pd.read_csv(self.paths["splits"], dtype=str, keep_default_na=False)
+            except Exception as e:  # any unreadable CSV (bad quoting, ragged rows, binary): the file is named
+                raise TaskFileError(
+                    f"{self.paths['splits']}: cannot read the split CSV ({type(e).__name__}: {e})"
+                ) from e
             for col in ("image_id", "split"):
                 if col not in table.columns:
                     raise TaskFileError(
@@ -484,13 +489,13 @@ class CustomDataset(RawDataset):
         else:
             for split in ("train", "val", "test"):
                 if split in self.paths:
-                    given.update(
-                        {
-                            line.strip(): split
-                            for line in self.paths[split].read_text().splitlines()
-                            if line.strip()
-                        }
-                    )
+                    try:
+                        text = self.paths[split].read_text()
+                    except (OSError, UnicodeDecodeError) as e:
+                        raise TaskFileError(
+                            f"{self.paths[split]}: cannot read the {split} id list ({type(e).__name__}: {e})"
+                        ) from e
+                    given.update({line.strip(): split for line in text.splitlines() if line.strip()})
         rows, failures = [], []
         for f in files:
             mask = masks_dir / f"{f.stem}.png"

@@ -331,4 +331,29 @@ def test_mask_folders_of_custom_tasks(masks):
         assert set(p.stem for p in (root / "out" / "mine-32px" / "images").glob("*.png")) == good, report.failures
 
 
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(text=st.one_of(st.text(max_size=300), st.lists(st.lists(CELL, max_size=4), max_size=8).map(lambda rows: "image_id,split\n" + "".join(csv_line(r) for r in rows))), raw=st.binary(max_size=40))
+def test_split_files_of_mask_tasks(text, raw):
+    with tempfile.TemporaryDirectory() as d:
+        root = Path(d)
+        (root / "images").mkdir()
+        (root / "masks").mkdir()
+        for i in range(2):
+            Image.fromarray(np.full((40, 40), 120, np.uint8)).save(root / "images" / f"i{i}.png")
+            Image.fromarray(np.zeros((40, 40), np.uint8)).save(root / "masks" / f"i{i}.png")
+        (root / "splits.csv").write_text(text)
+        (root / "ids.txt").write_bytes(raw)
+        for data in ('splits = "splits.csv"', 'train = "ids.txt"\nval = "ids.txt"'):
+            (root / "task.toml").write_text(
+                'id = "mine"\nhead = "unet"\nlr = 1e-3\n[data]\nformat = "masks"\nimages = "images"\n'
+                f'masks = "masks"\nclasses = ["a"]\n{data}\n'
+            )
+            try:
+                result = bounded(load_task_file(root / "task.toml").dataset.parse)
+            except TaskFileError as e:
+                assert str(root) in str(e)
+                continue
+            _failures_name_the_file(result, [root])
+
+
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
