@@ -111,6 +111,16 @@ def _process_one(ds: RawDataset, sample: dict, out_dir: str, size: int) -> dict:
                     sample["image_id"],
                 )
             small = prepare_mask(mask, size) if mask is not None else None
+        for k, box in enumerate(sample.get("boxes") or [], start=1):
+            x, y, w, h = (float(v) for v in box)
+            if x >= width or y >= height or x + w <= 0 or y + h <= 0:
+                # the label does not belong to this image; dropping the box would count the image wrongly
+                raise SampleError(
+                    sample["file"],
+                    f"box {k}",
+                    f"[x, y, w, h] = [{x:g}, {y:g}, {w:g}, {h:g}] lies entirely outside the {width}x{height} image",
+                    sample["image_id"],
+                )
         if ds.equalize:
             pixels = equalize(pixels)
         image = prepare_image(pixels, size)

@@ -242,6 +242,23 @@ def test_object_cxr_object_outside_its_image_is_a_failure(fake_raw, tmp_path):
     assert Path(name).stem not in images
 
 
+def test_rsna_box_outside_its_image_is_a_failure(fake_rsna, tmp_path):
+    raw = copy(fake_rsna, tmp_path)
+    csv = raw / "stage_2_train_labels.csv"
+    lines = csv.read_text().splitlines()
+    k = next(i for i, line in enumerate(lines[1:], start=1) if line.endswith(",1"))
+    cells = lines[k].split(",")
+    pid = cells[0]
+    cells[1] = "5000"  # x beyond the 1024 px image
+    lines[k] = ",".join(cells)
+    csv.write_text("\n".join(lines) + "\n")
+    report = prepare("rsna", raw, tmp_path / "out", progress=False)
+    reasons = reasons_of(report)
+    assert len(reasons) == 1 and reasons[0].startswith(str(raw / "stage_2_train_images" / f"{pid}.dcm")), reasons
+    assert ": box " in reasons[0] and "lies entirely outside the 1024x1024 image" in reasons[0]
+    assert not (report.out_dir / "images" / f"{pid}.png").exists()
+
+
 # --- an unwritable output folder -----------------------------------------------------------------------
 
 
