@@ -51,14 +51,19 @@ def prepared_dir(data_root: str | os.PathLike, dataset: str, size: int = DEFAULT
 def check_manifest(manifest: dict, path, dataset: str, size: int, source: dict | None = None) -> None:
     """Raise :class:`DatasetError` unless the manifest at ``path`` says the folder holds ``dataset`` at
     ``size`` written by ``source`` (``None``: only the kind a name implies - a built-in dataset name is
-    written by the built-in reader, any other name by a task file). Manifests written before the source
-    was recorded count as built-in."""
+    written by the built-in reader, any other name by a task file). For a manifest written before the
+    source was recorded, the kind its dataset name implies is compared."""
     from tasks.datasets import DATASETS
 
-    found = manifest.get("source") or {"kind": "built-in"}
-    if source is None:
-        source = {"kind": "built-in" if dataset in DATASETS else "task file"}
-        found = {"kind": found.get("kind")}
+    def implied(name) -> dict:
+        return {"kind": "built-in" if name in DATASETS else "task file"}
+
+    found = manifest.get("source")
+    if not isinstance(found, dict):
+        found = implied(manifest.get("dataset"))
+        source = {"kind": (source or implied(dataset))["kind"]}
+    elif source is None:
+        source, found = implied(dataset), {"kind": found.get("kind")}
     problems = []
     if manifest.get("dataset") != dataset:
         problems.append(f"dataset {manifest.get('dataset')!r}, not {dataset!r}")

@@ -246,3 +246,20 @@ def test_two_plain_evaluates_never_train_the_same_run(data_root, tmp_path):
     text = "\n".join(logs)
     assert text.count("already recorded") + text.count("waiting for its record") >= 2, logs
     assert not list((out / "claims").glob("*.claim"))  # released
+
+
+def test_manifests_from_before_sources_were_recorded(tmp_path):
+    from tasks.prepare import check_manifest
+
+    old_builtin = {"dataset": "rsna", "size": 224}
+    old_custom = {"dataset": "lesions", "size": 224}
+    check_manifest(old_builtin, tmp_path, "rsna", 224)  # a run on it
+    check_manifest(old_builtin, tmp_path, "rsna", 224, {"kind": "built-in"})  # prepare resuming it
+    check_manifest(old_custom, tmp_path, "lesions", 224)
+    check_manifest(old_custom, tmp_path, "lesions", 224, {"kind": "task file", "task_file": "/t.toml"})
+    with pytest.raises(DatasetError, match="source"):
+        check_manifest(old_builtin, tmp_path, "rsna", 224, {"kind": "task file", "task_file": "/t.toml"})
+    new = {"dataset": "lesions", "size": 224, "source": {"kind": "task file", "task_file": "/a.toml"}}
+    check_manifest(new, tmp_path, "lesions", 224)  # a run: the kind is what matters
+    with pytest.raises(DatasetError, match="source"):  # another task file with the same id
+        check_manifest(new, tmp_path, "lesions", 224, {"kind": "task file", "task_file": "/b.toml"})
