@@ -370,13 +370,17 @@ def prepare(
             left = []  # images whose worker pool broke (a worker was killed) before they were done
             with ProcessPoolExecutor(max_workers=workers) as pool:
                 futures = {pool.submit(_process_one, ds, r, str(out), size): r for r in todo}
-                for fut in as_completed(futures):
-                    try:
-                        result = fut.result()
-                    except BrokenProcessPool:
-                        left.append(futures[fut])
-                        continue
-                    collect(result)
+                try:
+                    for fut in as_completed(futures):
+                        try:
+                            result = fut.result()
+                        except BrokenProcessPool:
+                            left.append(futures[fut])
+                            continue
+                        collect(result)
+                except OutputError:
+                    pool.shutdown(wait=True, cancel_futures=True)  # nothing more can be written
+                    raise
             for result in _process_isolated(ds, left, str(out), size, workers):
                 collect(result)
     if bar is not None:

@@ -277,3 +277,18 @@ def test_unwritable_output_folder_has_its_own_exit_code(fake_rsna, tmp_path):
         ro.chmod(0o555)
         done = subprocess.run([*cmd, "--out", str(ro)], capture_output=True, text=True, env=env)
         assert done.returncode == 3 and "choose a writable --out folder" in done.stderr
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_write_failure_midway_is_an_output_error_not_input_failures(fake_rsna, tmp_path, monkeypatch, workers):
+    import errno
+
+    import tasks.prepare as prepare_mod
+    from tasks.errors import OutputError
+
+    def full(path, array):
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(prepare_mod, "save_png_atomic", full)  # workers are forked: they see it too
+    with pytest.raises(OutputError, match="cannot write under .*No space left on device"):
+        prepare("rsna", fake_rsna, tmp_path / "out", workers=workers, progress=False)
