@@ -353,9 +353,14 @@ def existing_ok(run: PlannedRun) -> dict | None:
 
 
 def claim_or_record(run: PlannedRun, out_dir, echo=print, poll_s: float = 2.0):
-    """Before training ``run``: its claim (None, record) when it is already recorded ok, or when another
-    process (a second ``evaluate`` on the same output folder, a sweep worker, a Slurm job) held its claim
-    and recorded it while this one waited; else (the claim, None): train it, then release the claim."""
+    """Before training ``run``, take its claim (:mod:`benchmark.claims`), waiting while another process (a
+    second ``evaluate`` on the same output folder, a sweep worker, a Slurm job) holds it.
+
+    Returns:
+        ``(None, record)`` when the run is recorded ok, or was recorded by the other process while this
+        one waited (ok or failed: it is not trained twice); else ``(claim, None)``: train the run, then
+        release the claim.
+    """
     from benchmark.claims import claim_path, try_claim
 
     path = claim_path(out_dir, run.key)
