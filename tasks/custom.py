@@ -35,6 +35,7 @@ import json
 import math
 import os
 import re
+import reprlib
 from dataclasses import dataclass, fields
 from pathlib import Path
 
@@ -155,11 +156,15 @@ DATA_SCHEMA = {
 }
 
 
+_SHORT = reprlib.Repr()
+_SHORT.maxlevel, _SHORT.maxlist, _SHORT.maxdict, _SHORT.maxstring, _SHORT.maxother = 2, 4, 4, 60, 60
+
+
 def _check_types(path: Path, section: str, data: dict, schema: dict) -> None:
     for key, value in data.items():
         problem = schema[key](value)
         if problem is not None:
-            shown = repr(value) if len(repr(value)) <= 60 else repr(value)[:57] + "..."
+            shown = _SHORT.repr(value)  # bounded: a YAML alias bomb is never expanded
             raise TaskFileError(f"{path}: {section}{key} must be {problem}, got {shown}")
 
 

@@ -263,3 +263,25 @@ def test_manifests_from_before_sources_were_recorded(tmp_path):
     check_manifest(new, tmp_path, "lesions", 224)  # a run: the kind is what matters
     with pytest.raises(DatasetError, match="source"):  # another task file with the same id
         check_manifest(new, tmp_path, "lesions", 224, {"kind": "task file", "task_file": "/b.toml"})
+
+
+def test_yaml_alias_bomb_is_refused_quickly(tmp_path):
+    import time
+
+    lines = ["description:", '  - &a0 ["x", "x", "x", "x", "x", "x", "x", "x", "x"]']
+    lines += [f"  - &a{i} [*a{i - 1}, *a{i - 1}, *a{i - 1}, *a{i - 1}, *a{i - 1}, *a{i - 1}, *a{i - 1}, *a{i - 1}, *a{i - 1}]" for i in range(1, 9)]
+    path = tmp_path / "bomb.yaml"  # 9^9 strings once expanded; the message must not expand it
+    path.write_text("\n".join(lines) + "\nid: mine\nhead: linear\nlr: 0.01\ndata:\n  format: masks\n")
+    started = time.perf_counter()
+    with pytest.raises(TaskFileError, match=r"description must be a string, got \[\[.*\.\.\.") as e:
+        load_task_file(path)
+    assert len(str(e.value)) < 400
+    assert time.perf_counter() - started < 2.0
+
+
+@pytest.mark.parametrize("text", ["0 1_0 10 40 40", "0 ١ 10 40 40", "１ 10 10 40 40", "0 nan 10 40 40", "0 10 10 1e400 40"])
+def test_object_cxr_numbers_are_plain_decimals(text):
+    from tasks.datasets.object_cxr import parse_annotation
+
+    with pytest.raises(ValueError, match="object 1 .*(type must be|coordinates must be)"):
+        parse_annotation(text)

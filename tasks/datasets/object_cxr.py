@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import zipfile
 from pathlib import Path
 
@@ -30,6 +31,7 @@ from tasks.rasterize import boxes_to_mask, shape_bbox, shape_to_mask
 from tasks.rle import coco_rle
 
 HEADER = ["image_name", "annotation"]
+_NUMBER = re.compile(r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?")
 PARTS = ("train", "dev")
 SHAPE_TYPES = {0: "rectangle", 1: "ellipse", 2: "polygon"}
 
@@ -53,16 +55,15 @@ def parse_annotation(text: str) -> list[dict]:
     shapes = []
     for k, part in enumerate((p for p in text.split(";") if p.strip()), start=1):
         tokens = part.split()
-        try:
-            kind = SHAPE_TYPES[int(tokens[0])]
-        except (ValueError, KeyError):
+        if tokens[0] not in ("0", "1", "2"):
+            raise ValueError(f"object {k} ({part.strip()[:80]!r}): type must be 0, 1 or 2, got {tokens[0][:20]!r}")
+        kind = SHAPE_TYPES[int(tokens[0])]
+        bad = next((v for v in tokens[1:] if not _NUMBER.fullmatch(v)), None)
+        if bad is not None:  # plain ASCII decimals only (float() would take '1_0', '١', 'nan', 'inf')
             raise ValueError(
-                f"object {k} ({part.strip()!r}): type must be 0, 1 or 2, got {tokens[0]!r}"
-            ) from None
-        try:
-            values = [float(v) for v in tokens[1:]]
-        except ValueError:
-            raise ValueError(f"object {k} ({part.strip()!r}): coordinates must be numbers") from None
+                f"object {k} ({part.strip()[:80]!r}): coordinates must be numbers, got {bad[:20]!r}"
+            )
+        values = [float(v) for v in tokens[1:]]
         if not all(math.isfinite(v) for v in values):
             raise ValueError(f"object {k} ({part.strip()!r}): coordinates must be finite")
         if kind in ("rectangle", "ellipse") and len(values) != 4:
