@@ -10,7 +10,9 @@ owner is gone is *stale* and may be taken over:
 - otherwise (another host): the file has not been touched for ``stale_after_s`` seconds.
 
 So a sweep killed with SIGKILL, a crashed worker or a Slurm job that hit its time limit never blocks a
-later sweep for longer than the stale timeout (on the same host: not at all).
+later sweep for longer than the stale timeout (on the same host: not at all). Runs are claimed at
+``OUT/claims/<key>.claim`` (:func:`claim_path`) by every executor, so two commands on one output folder
+never train the same run at once.
 """
 
 from __future__ import annotations
@@ -24,6 +26,13 @@ from pathlib import Path
 
 HEARTBEAT_S = 30.0
 STALE_AFTER_S = 300.0
+CLAIMS_DIR = "claims"
+
+
+def claim_path(out_dir, key: str) -> Path:
+    """The claim file of run ``key`` under an output folder; every executor (sequential ``evaluate``,
+    local workers, Slurm jobs) takes it before training the run."""
+    return Path(out_dir) / CLAIMS_DIR / f"{key}.claim"
 
 
 def _process_start(pid: int) -> str | None:

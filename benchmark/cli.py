@@ -114,7 +114,7 @@ def _cmd_datasets(args) -> int:
 
 def _cmd_prepare(args) -> int:
     from tasks.custom import is_task_file, load_task_file
-    from tasks.errors import DatasetError
+    from tasks.errors import DatasetError, OutputError
     from tasks.prepare import prepare
 
     if not is_task_file(args.dataset) and args.dataset not in DATASET_NAMES:
@@ -143,6 +143,9 @@ def _cmd_prepare(args) -> int:
             progress=not args.quiet,
             splits=args.splits,
         )
+    except OutputError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 3
     except DatasetError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -239,7 +242,7 @@ def _cmd_evaluate(args) -> int:
             missing = 0
         else:
             records, missing = evaluate_scaled(args, tasks, seeds, options)
-    except (BackboneError, FileNotFoundError, ValueError) as e:
+    except (BackboneError, FileNotFoundError, ValueError, DatasetError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     if args.rank == 0:
@@ -654,7 +657,36 @@ def _add_pretrain_arguments(p: argparse.ArgumentParser, *, training: bool = True
     )
 
 
+def _number(kind: type, low: float, high: float | None = None, low_open: bool = False):
+    """An argparse ``type``: an int / a finite float within [low, high] ((low, high] if ``low_open``);
+    anything else is a usage error (exit 2) that names the option and the value."""
+
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"expected {'an integer' if kind is int else 'a number'}, got {text!r}"
+            ) from None
+        if value != value or value in (float("inf"), float("-inf")):
+            raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+        if (value <= low) if low_open else (value < low):
+            raise argparse.ArgumentTypeError(f"must be {'>' if low_open else '>='} {low:g}, got {text}")
+        if high is not None and value > high:
+            raise argparse.ArgumentTypeError(f"must be <= {high:g}, got {text}")
+        return value
+
+    parse.__name__ = kind.__name__
+    return parse
+
+
+POSITIVE_INT = _number(int, 1)
+COUNT = _number(int, 0)
+
+
 def build_parser() -> argparse.ArgumentParser:
+    from tasks.registry import MAX_SIZE
+
     p = argparse.ArgumentParser(
         prog="cxrbench", description="Localized downstream benchmark for chest X-ray encoders."
     )
@@ -701,11 +733,13 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--out", required=True, help="data root; the dataset is written to OUT/<dataset>")
     pr.add_argument(
         "--size",
-        type=int,
+        type=_number(int, 1, 4096),
         default=None,
         help="prepared image side in pixels (default 224, or the task file's)",
     )
-    pr.add_argument("--workers", type=int, default=max(1, (os.cpu_count() or 1)), help="parallel processes")
+    pr.add_argument(
+        "--workers", type=POSITIVE_INT, default=max(1, (os.cpu_count() or 1)), help="parallel processes"
+    )
     pr.add_argument(
         "--splits",
         default="default",
@@ -734,33 +768,40 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument(
         "--out", required=True, help="output folder; records go to OUT/runs/<backbone>/<task>/<key>.json"
     )
-    e.add_argument("--seeds", type=int, default=5, help="number of seeds per task (default 5, the protocol)")
-    e.add_argument("--first-seed", type=int, default=0, help="seeds are FIRST..FIRST+N-1 (default 0)")
     e.add_argument(
-        "--lr", type=float, default=None, help="one learning rate for every task (skips the lr search)"
+        "--seeds", type=POSITIVE_INT, default=5, help="number of seeds per task (default 5, the protocol)"
+    )
+    e.add_argument("--first-seed", type=COUNT, default=0, help="seeds are FIRST..FIRST+N-1 (default 0)")
+    e.add_argument(
+        "--lr",
+        type=_number(float, 0.0, 10.0, low_open=True),
+        default=None,
+        help="one learning rate for every task (skips the lr search)",
     )
     e.add_argument(
         "--no-lr-search", action="store_true", help="use each task's default lr instead of searching its grid"
     )
-    e.add_argument("--search-seed", type=int, default=1000, help="seed of the lr-search runs (default 1000)")
     e.add_argument(
-        "--max-epochs", type=int, default=None, help="override the epoch budget (0 = test the untrained head)"
+        "--search-seed", type=COUNT, default=1000, help="seed of the lr-search runs (default 1000)"
     )
-    e.add_argument("--batch-size", type=int, default=None, help="override the task's batch size")
+    e.add_argument(
+        "--max-epochs", type=COUNT, default=None, help="override the epoch budget (0 = test the untrained head)"
+    )
+    e.add_argument("--batch-size", type=POSITIVE_INT, default=None, help="override the task's batch size")
     e.add_argument(
         "--size",
-        type=int,
+        type=_number(int, 32, MAX_SIZE),
         default=None,
         help="image side in px instead of the task's (224, the protocol); reads data prepared with the same --size",
     )
     e.add_argument("--device", choices=["cpu", "cuda"], default=None, help="default: cuda when available")
     e.add_argument(
-        "--loader-workers", type=int, default=None, help="data-loader processes per run (default 0 on CPU)"
+        "--loader-workers", type=COUNT, default=None, help="data-loader processes per run (default 0 on CPU)"
     )
     e.add_argument("--amp", action="store_true", help="mixed precision (CUDA)")
     e.add_argument(
         "--train-limit",
-        type=int,
+        type=POSITIVE_INT,
         default=None,
         metavar="N",
         help="train on the first N images only (smoke tests)",

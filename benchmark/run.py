@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import time
@@ -22,7 +23,8 @@ from benchmark.records import (
     versions,
     write_record,
 )
-from tasks.prepare import DEFAULT_SIZE, load_manifest, load_stats, prepared_dir
+from tasks.errors import DatasetError
+from tasks.prepare import DEFAULT_SIZE, check_manifest, load_manifest, load_stats, prepared_dir
 from tasks.registry import TaskSpec
 
 # record key of the primary test metric of each task metric
@@ -98,7 +100,7 @@ def plan_run(
     """Resolve one run and its key (no training)."""
     prepared = prepared_dir(data_root, task.dataset, task.size)
     manifest = load_manifest(prepared)
-    load_stats(prepared)  # a dataset prepared with statistics of another definition is refused before any run
+    check_manifest(manifest, prepared, task.dataset, task.size)
     chosen_lr = task.lr if lr is None else float(lr)
     key = run_key(
         task=task.to_dict(),
@@ -140,9 +142,12 @@ class PreparedRun:
 
 def resolve(run: PlannedRun, out_dir, options: RunOptions) -> PreparedRun:
     task = run.task
-    stats = load_stats(run.prepared)
     subset = _train_subset(task)
-    n_train = stats[subset]["n_images"]
+    # a label fraction trains on part of the training split but normalises with the whole split's statistics,
+    # as the reference code (philip-mueller/lovt src/data/dataloading_utils.py: apply_subset keeps the
+    # dataset's stats); load_stats returns those
+    norm = load_stats(run.prepared, subset)
+    n_train = norm["n_images"]
     if options.train_limit is not None:
         n_train = min(n_train, options.train_limit)
     notes: list[str] = []
@@ -152,10 +157,6 @@ def resolve(run: PlannedRun, out_dir, options: RunOptions) -> PreparedRun:
         batch_size = n_train
     max_epochs = task.max_epochs if options.max_epochs is None else options.max_epochs
     work_dir = Path(out_dir) / "work" / run.backbone.name / task.id / run.key
-    # a label fraction trains on part of the training split but normalises with the whole split's statistics,
-    # as the reference code (philip-mueller/lovt src/data/dataloading_utils.py: apply_subset keeps the
-    # dataset's stats)
-    norm = stats.get("train") or stats[subset]
     return PreparedRun(subset, n_train, batch_size, max_epochs, norm["mean"], norm["std"], work_dir, notes)
 
 
@@ -217,8 +218,23 @@ def execute(run: PlannedRun, out_dir, options: RunOptions) -> dict:
     the task's batch size is split over the processes, and rank 0 writes the record.
     """
     task = run.task
-    r = resolve(run, out_dir, options)
     rank, world = dist_info()
+    try:
+        r = resolve(run, out_dir, options)
+    except DatasetError as e:  # e.g. a corrupt stats.json: this run fails with the file named, the sweep goes on
+        record = {
+            **record_identity(run, "failed"),
+            "dataset": {"name": task.dataset, "prepared": str(run.prepared), "size": task.size},
+            "split_hash": run.manifest.get("split_hash"),
+            "primary_metric": PRIMARY[task.metric],
+            "versions": versions(),
+            "reason": f"{type(e).__name__}: {e}",
+            "wall_time_s": 0.0,
+            "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        }
+        if rank == 0:
+            write_record(run.path, record)
+        return record
     per_process = r.batch_size
     if world > 1:
         per_process = max(1, r.batch_size // world)
@@ -263,6 +279,7 @@ def execute(run: PlannedRun, out_dir, options: RunOptions) -> dict:
 
         cfg = runner_config(run, r, options, experiment_name=f"{task.id}-{run.key}-{int(started * 1000)}")
         outcome = openmmlab.train_and_test(cfg, MONITORS[task.metric], quiet=not options.verbose)
+        check_validation_losses(outcome.history)
         primary = PRIMARY[task.metric]
         record.update(
             status="ok",
@@ -298,6 +315,22 @@ def execute(run: PlannedRun, out_dir, options: RunOptions) -> dict:
     return record
 
 
+class NonFiniteValidationLossError(RuntimeError):
+    """The validation loss is NaN or infinite: the weights diverged (after the last training step, where
+    the training-loss guard cannot see it)."""
+
+
+def check_validation_losses(history: list[dict]) -> None:
+    """Raise :class:`NonFiniteValidationLossError` if a validation epoch's loss is not finite."""
+    for h in history:
+        loss = h.get("loss")
+        if loss is not None and not math.isfinite(loss):
+            raise NonFiniteValidationLossError(
+                f"validation loss is {loss} at epoch {h.get('epoch')}: the weights are no longer finite "
+                "(diverged at the last training steps); the test metrics of such a model mean nothing"
+            )
+
+
 def record_identity(run: PlannedRun, status: str) -> dict:
     """The fields every record of a run starts with, whether it ran here or failed elsewhere (a Slurm job)."""
     return {
@@ -328,10 +361,53 @@ def existing_ok(run: PlannedRun) -> dict | None:
     return None
 
 
+def claim_or_record(run: PlannedRun, out_dir, echo=print, poll_s: float = 2.0):
+    """Before training ``run``, take its claim (:mod:`benchmark.claims`), waiting while another process (a
+    second ``evaluate`` on the same output folder, a sweep worker, a Slurm job) holds it.
+
+    Returns:
+        ``(None, record)`` when the run is recorded ok, or was recorded by the other process while this
+        one waited (ok or failed: it is not trained twice); else ``(claim, None)``: train the run, then
+        release the claim.
+    """
+    from benchmark.claims import claim_path, try_claim
+
+    path = claim_path(out_dir, run.key)
+    waited_since = None
+    while True:
+        done = existing_ok(run)
+        if done is not None:
+            return None, done
+        claim = try_claim(path, worker="evaluate", task=run.task.id, key=run.key)
+        if claim is not None:
+            done = existing_ok(run)  # recorded between our look and our claim
+            if done is None and waited_since is not None:
+                done = _recorded_since(run, waited_since)  # the other process's run failed: not retrained
+            if done is not None:
+                claim.release()
+                return None, done
+            return claim, None
+        if waited_since is None:
+            waited_since = time.time()
+            echo(f"    another process is running it (claim {path}); waiting for its record")
+        time.sleep(poll_s)
+
+
+def _recorded_since(run: PlannedRun, since: float) -> dict | None:
+    try:
+        if run.path.stat().st_mtime >= since - 1.0:
+            return read_record(run.path)
+    except (OSError, ValueError):
+        pass
+    return None
+
+
 def check_dataset_prepared(data_root, task: TaskSpec) -> None:
-    """Clear error when a task's dataset has not been prepared under ``data_root`` at the task's size."""
+    """Clear error when a task's dataset has not been prepared under ``data_root`` at the task's size, or
+    the folder there was written by another dataset, size or source (``DatasetError``)."""
     prepared = prepared_dir(data_root, task.dataset, task.size)
     if (prepared / "manifest.json").exists():
+        check_manifest(load_manifest(prepared), prepared, task.dataset, task.size)
         return
     size_flag = "" if task.size == DEFAULT_SIZE else f" --size {task.size}"
     message = (
@@ -443,8 +519,14 @@ def evaluate(
 
     def run_or_skip(run: PlannedRun) -> dict:
         progress.start(run)
-        done = from_rank0(existing_ok(run))  # under torchrun all ranks take rank 0's decision
-        record = done if done is not None else execute(run, out_dir, options)
+        rank = dist_info()[0]
+        claim, done = claim_or_record(run, out_dir, echo) if rank == 0 else (None, None)
+        done = from_rank0(done)  # under torchrun all ranks take rank 0's decision
+        try:
+            record = done if done is not None else execute(run, out_dir, options)
+        finally:
+            if claim is not None:
+                claim.release()
         progress.finish(run, record, skipped=done is not None)
         records.append(record)
         return record

@@ -29,13 +29,11 @@ from pathlib import Path
 
 from benchmark import run as run_mod
 from benchmark.backbones import BackboneInfo, parse_spec
-from benchmark.claims import is_stale, try_claim
+from benchmark.claims import CLAIMS_DIR, claim_path, is_stale, try_claim
 from benchmark.records import read_record
 from benchmark.run import PlannedRun, RunOptions, check_dataset_prepared, choose_lr, plan_run
 from tasks.datasets import get_dataset
 from tasks.registry import TaskSpec
-
-CLAIMS_DIR = "claims"
 
 
 @dataclass(frozen=True)
@@ -70,10 +68,6 @@ class Sweep:
             check_dataset_prepared(self.data_root, task)
             get_dataset(task.dataset)
         return backbone
-
-
-def claim_path(out_dir, key: str) -> Path:
-    return Path(out_dir) / CLAIMS_DIR / f"{key}.claim"
 
 
 def _attempt_marker(out_dir, key: str, sweep_id: str) -> Path:

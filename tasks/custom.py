@@ -32,7 +32,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
+import re
+import reprlib
 from dataclasses import dataclass, fields
 from pathlib import Path
 
@@ -42,7 +45,7 @@ import pandas as pd
 from tasks.datasets.base import ParseResult, RawDataset
 from tasks.errors import DatasetLayoutError, Failure, SampleError
 from tasks.rasterize import boxes_to_mask
-from tasks.registry import HEADS, METRICS, TASKS, TaskSpec
+from tasks.registry import HEADS, MAX_SIZE, METRICS, TASKS, TaskSpec
 
 TASK_FILE_SUFFIXES = (".toml", ".yaml", ".yml", ".json")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".dcm")
@@ -67,6 +70,110 @@ TASK_FIELDS = (
 )
 DATA_FIELDS = ("format", "images", "train", "val", "test", "masks", "classes", "splits", "equalize")
 DEFAULTS = {"frozen": True, "batch_size": 16, "max_epochs": 50, "patience": 10, "lr_grid": ()}
+
+
+def _text(v) -> str | None:
+    return None if isinstance(v, str) and v.strip() else "a non-empty string"
+
+
+def _boolean(v) -> str | None:
+    return None if isinstance(v, bool) else "true or false (a boolean, not a string or number)"
+
+
+def _integer(low: int, high: int, multiple: int = 1):
+    def check(v) -> str | None:
+        if isinstance(v, bool) or not isinstance(v, int):
+            return f"an integer from {low} to {high}" + (f", a multiple of {multiple}" if multiple > 1 else "")
+        if not low <= v <= high or v % multiple:
+            return f"from {low} to {high}" + (f" and a multiple of {multiple}" if multiple > 1 else "")
+        return None
+
+    return check
+
+
+def _real(low: float, high: float, low_open: bool = False):
+    above = f"> {low:g}" if low_open else f">= {low:g}"
+
+    def check(v) -> str | None:
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            return f"a number {above} and <= {high:g}"
+        if v != v or not (v > low if low_open else v >= low) or v > high:
+            return f"a finite number {above} and <= {high:g}"
+        return None
+
+    return check
+
+
+def _list_of(item, what: str, non_empty: bool = False):
+    def check(v) -> str | None:
+        if not isinstance(v, list) or (non_empty and not v):
+            return f"a {'non-empty ' if non_empty else ''}list of {what}"
+        for i, x in enumerate(v):
+            if item(x) is not None:
+                return f"a list of {what}; item {i + 1} is {x!r}"
+        return None
+
+    return check
+
+
+def _one_of(choices):
+    def check(v) -> str | None:
+        return None if isinstance(v, str) and v in choices else f"one of {', '.join(choices)}"
+
+    return check
+
+
+_LR = _real(0.0, 10.0, low_open=True)
+# what each field of a task file may hold (type and range); messages name the file and the field
+TASK_SCHEMA = {
+    "id": _text,
+    "head": _one_of(HEADS),
+    "frozen": _boolean,
+    "metric": _one_of(tuple(METRICS)),
+    "batch_size": _integer(1, 4096),
+    "lr": _LR,
+    "lr_grid": _list_of(_LR, "learning rates (numbers > 0 and <= 10)"),
+    "max_epochs": _integer(0, 100_000),
+    "patience": _integer(0, 100_000),
+    "warmup_steps": _integer(0, 10_000_000),
+    "warmup_lr": _LR,
+    "weight_decay": _real(0.0, 1.0),
+    "plateau_patience": _integer(0, 100_000),
+    "plateau_factor": _real(0.0, 1.0, low_open=True),
+    "size": _integer(32, MAX_SIZE, multiple=32),
+    "description": lambda v: None if isinstance(v, str) else "a string",
+}
+DATA_SCHEMA = {
+    "format": _one_of(("coco", "masks")),
+    "images": _text,
+    "train": _text,
+    "val": _text,
+    "test": _text,
+    "masks": _text,
+    "splits": _text,
+    "classes": _list_of(_text, "class names (non-empty strings)", non_empty=True),
+    "equalize": _boolean,
+}
+
+
+_SHORT = reprlib.Repr()
+_SHORT.maxlevel, _SHORT.maxlist, _SHORT.maxdict, _SHORT.maxstring, _SHORT.maxother = 2, 4, 4, 60, 60
+
+
+def _check_types(path: Path, section: str, data: dict, schema: dict) -> None:
+    for key, value in data.items():
+        problem = schema[key](value)
+        if problem is not None:
+            shown = _SHORT.repr(value)  # bounded: a YAML alias bomb is never expanded
+            raise TaskFileError(f"{path}: {section}{key} must be {problem}, got {shown}")
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
 class TaskFileError(DatasetLayoutError):
@@ -136,13 +243,21 @@ def load_task_file(path: str | os.PathLike) -> CustomTask:
     for key in ("id", "head", "lr"):
         if key not in raw:
             raise TaskFileError(f"{path}: missing field '{key}'")
-    task_id = str(raw["id"])
-    if not task_id.replace("_", "").replace("-", "").isalnum():
-        raise TaskFileError(f"{path}: id '{task_id}' must be letters, digits, '_' or '-' (it names folders)")
+    _check_types(path, "", raw, TASK_SCHEMA)
+    _check_types(path, "[data] ", data, DATA_SCHEMA)
+    task_id = raw["id"]
+    if not (task_id.isascii() and task_id.replace("_", "").replace("-", "").isalnum()) or len(task_id) > 100:
+        raise TaskFileError(
+            f"{path}: id '{task_id}' must be at most 100 ASCII letters, digits, '_' or '-' (it names folders)"
+        )
     from tasks.datasets import DATASETS
 
     if task_id in TASKS or task_id in DATASETS:
         raise TaskFileError(f"{path}: id '{task_id}' is a built-in task or dataset name; choose another")
+    if re.fullmatch(r".*-[0-9]+px", task_id):
+        raise TaskFileError(
+            f"{path}: id '{task_id}' ends like a prepared folder of another size (NAME-<size>px); choose another"
+        )
     head = raw["head"]
     if head not in HEADS:
         raise TaskFileError(f"{path}: head must be one of {', '.join(HEADS)}, got {head!r}")
@@ -215,11 +330,14 @@ class CustomDataset(RawDataset):
             # several classes: one sigmoid output and one binary mask per class (the heads' multi-label form)
             self.multi_label = len(self.classes) > 1
 
+    def source(self) -> dict:
+        return {"kind": "task file", "task_file": str(self.task_file)}
+
     def _coco_classes(self) -> tuple[str, ...]:
         cats = None
         for k in ("train", "val", "test"):
             doc = self._coco(k)
-            these = [c["name"] for c in sorted(doc.get("categories", []), key=lambda c: c["id"])]
+            these = [c["name"] for c in sorted(doc["categories"], key=lambda c: c["id"])]
             if not these:
                 raise TaskFileError(f"{self.paths[k]}: COCO file has no 'categories'")
             if cats is not None and these != cats:
@@ -230,14 +348,34 @@ class CustomDataset(RawDataset):
         return tuple(cats)
 
     def _coco(self, split: str) -> dict:
+        """A COCO file, its structure checked (``images`` / ``annotations`` lists of objects, categories
+        with integer ids and names); the values of single images and annotations are checked per entry.
+
+        Raises:
+            TaskFileError: naming the file and the field.
+        """
         path = self.paths[split]
         try:
             doc = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError) as e:
-            raise TaskFileError(f"{path}: cannot read COCO json ({e})") from e
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
+            raise TaskFileError(f"{path}: cannot read COCO json ({type(e).__name__}: {e})") from e
+        if not isinstance(doc, dict):
+            raise TaskFileError(f"{path}: a COCO file is a JSON object (images, annotations, categories)")
         for key in ("images", "annotations"):
             if not isinstance(doc.get(key), list):
                 raise TaskFileError(f"{path}: COCO file has no '{key}' list")
+            bad = next((i for i, e in enumerate(doc[key]) if not isinstance(e, dict)), None)
+            if bad is not None:
+                raise TaskFileError(f"{path}: {key}[{bad}] is not an object")
+        cats = doc.get("categories", [])
+        if not isinstance(cats, list):
+            raise TaskFileError(f"{path}: categories must be a list of {{id, name}} objects")
+        for i, c in enumerate(cats):
+            if not (isinstance(c, dict) and _is_int(c.get("id")) and isinstance(c.get("name"), str)):
+                raise TaskFileError(f"{path}: categories[{i}] must be {{\"id\": integer, \"name\": string}}")
+        ids = [c["id"] for c in cats]
+        if len(set(ids)) != len(ids):
+            raise TaskFileError(f"{path}: categories: repeated id")
         return doc
 
     def check_layout(self) -> None:
@@ -263,10 +401,12 @@ class CustomDataset(RawDataset):
                 if (
                     not isinstance(bbox, list)
                     or len(bbox) != 4
-                    or not all(isinstance(v, (int, float)) for v in bbox)
+                    or not all(_is_number(v) for v in bbox)
                     or bbox[2] <= 0
                     or bbox[3] <= 0
+                    or not _is_int(ann.get("category_id"))
                     or ann.get("category_id") not in cat_index
+                    or not (_is_int(ann.get("image_id")) or isinstance(ann.get("image_id"), str))
                 ):
                     failures.append(
                         Failure(
@@ -279,10 +419,17 @@ class CustomDataset(RawDataset):
                 boxes.setdefault(ann.get("image_id"), []).append(
                     (list(map(float, bbox)), cat_index[ann["category_id"]])
                 )
-            for img in doc["images"]:
-                file = self.images / str(img.get("file_name", ""))
-                image_id = Path(str(img.get("file_name", ""))).stem
-                if not img.get("file_name") or not file.is_file():
+            for n, img in enumerate(doc["images"]):
+                name = img.get("file_name")
+                if not isinstance(name, str) or not name.strip() or "\x00" in name:
+                    failures.append(Failure(str(path), f"images[{n}].file_name", f"not a file name: {name!r}"))
+                    continue
+                if not (_is_int(img.get("id")) or isinstance(img.get("id"), str)):
+                    failures.append(Failure(str(path), f"images[{n}].id", f"not an integer or string: {img.get('id')!r}"))
+                    continue
+                file = self.images / name
+                image_id = Path(name).stem
+                if not file.is_file():
                     failures.append(
                         Failure(
                             str(file),
@@ -325,7 +472,12 @@ class CustomDataset(RawDataset):
         patient: dict[str, str] = {}
         given: dict[str, str] = {}
         if "splits" in self.paths:
-            table = pd.read_csv(self.paths["splits"], dtype=str)
+            try:
+                table = pd.read_csv(self.paths["splits"], dtype=str, keep_default_na=False)
+            except Exception as e:  # any unreadable CSV (bad quoting, ragged rows, binary): the file is named
+                raise TaskFileError(
+                    f"{self.paths['splits']}: cannot read the split CSV ({type(e).__name__}: {e})"
+                ) from e
             for col in ("image_id", "split"):
                 if col not in table.columns:
                     raise TaskFileError(
@@ -342,13 +494,13 @@ class CustomDataset(RawDataset):
         else:
             for split in ("train", "val", "test"):
                 if split in self.paths:
-                    given.update(
-                        {
-                            line.strip(): split
-                            for line in self.paths[split].read_text().splitlines()
-                            if line.strip()
-                        }
-                    )
+                    try:
+                        text = self.paths[split].read_text()
+                    except (OSError, UnicodeDecodeError) as e:
+                        raise TaskFileError(
+                            f"{self.paths[split]}: cannot read the {split} id list ({type(e).__name__}: {e})"
+                        ) from e
+                    given.update({line.strip(): split for line in text.splitlines() if line.strip()})
         rows, failures = [], []
         for f in files:
             mask = masks_dir / f"{f.stem}.png"

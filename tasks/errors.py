@@ -13,6 +13,11 @@ class DatasetLayoutError(DatasetError):
     """The raw folder is not the official layout (missing label file, empty folder, ...): nothing to do."""
 
 
+class OutputError(DatasetError):
+    """The output folder cannot be written (read-only, no permission, disk full): nothing is the inputs'
+    fault, so it is not a per-input failure; ``cxrbench prepare`` exits with its own code (3)."""
+
+
 @dataclass(frozen=True)
 class Failure:
     """One input that could not be used. Preparation records it and goes on with the rest.

@@ -126,7 +126,7 @@ def import_lovt_splits(root: str | Path, dataset: RawDataset, samples: pd.DataFr
     mismatched = 0
     for split, fname in SPLIT_FILES.items():
         path = directory / fname
-        rows = read_csv_table(path, header, f"a published {dataset.name} split file", exact=True)
+        rows = read_csv_table(path, header, f"a published {dataset.name} split file", exact=True, require_rows=False)
         for line, row in enumerate(rows, start=2):
             if not row or not any(c.strip() for c in row):
                 continue

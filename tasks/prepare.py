@@ -25,6 +25,7 @@ import os
 import platform
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,7 +33,7 @@ import numpy as np
 from PIL import Image
 
 from tasks.datasets import RawDataset, get_dataset
-from tasks.errors import DatasetError, Failure, SampleError
+from tasks.errors import DatasetError, Failure, OutputError, SampleError
 from tasks.image import Geometry, equalize, prepare_image, prepare_mask
 from tasks.io import save_png_atomic, write_json_atomic, write_text_atomic
 from tasks.splits import split_csv_text, split_hash, subset
@@ -42,12 +43,44 @@ STATE_FILE = ".prepare_state.jsonl"
 # the padded, resized square, which shifts non-square datasets' inputs by a fraction of a standard deviation)
 STATS_DEFINITION = "per-image mean/var of the equalised original before padding, pooled as the reference code"
 DEFAULT_SIZE = 224
+MIN_IMAGE_SIDE = 32  # px; a smaller image (a 1 x 1 thumbnail, a 1 x 70000 line) is no chest X-ray
 
 
 def prepared_dir(data_root: str | os.PathLike, dataset: str, size: int = DEFAULT_SIZE) -> Path:
     """Where ``prepare`` writes a dataset under a data root."""
     root = Path(data_root)
     return root / dataset if size == DEFAULT_SIZE else root / f"{dataset}-{size}px"
+
+
+def check_manifest(manifest: dict, path, dataset: str, size: int, source: dict | None = None) -> None:
+    """Raise :class:`DatasetError` unless the manifest at ``path`` says the folder holds ``dataset`` at
+    ``size`` written by ``source`` (``None``: only the kind a name implies - a built-in dataset name is
+    written by the built-in reader, any other name by a task file). For a manifest written before the
+    source was recorded, the kind its dataset name implies is compared."""
+    from tasks.datasets import DATASETS
+
+    def implied(name) -> dict:
+        return {"kind": "built-in" if name in DATASETS else "task file"}
+
+    found = manifest.get("source")
+    if not isinstance(found, dict):
+        found = implied(manifest.get("dataset"))
+        source = {"kind": (source or implied(dataset))["kind"]}
+    elif source is None:
+        source, found = implied(dataset), {"kind": found.get("kind")}
+    problems = []
+    if manifest.get("dataset") != dataset:
+        problems.append(f"dataset {manifest.get('dataset')!r}, not {dataset!r}")
+    if manifest.get("size") != size:
+        problems.append(f"size {manifest.get('size')!r}, not {size}")
+    if found != source:
+        problems.append(f"source {found}, not {source}")
+    if problems:
+        raise DatasetError(
+            f"{Path(path) / 'manifest.json'}: this prepared folder holds " + "; ".join(problems)
+            + ": it was written by something else under the same folder name. Prepare into another --out / "
+            "--data root, or remove the folder and prepare again"
+        )
 
 
 def subset_names(fractions) -> list[str]:
@@ -68,6 +101,13 @@ def _process_one(ds: RawDataset, sample: dict, out_dir: str, size: int) -> dict:
     try:
         pixels = ds.load_pixels(sample)
         height, width = pixels.shape
+        if min(height, width) < MIN_IMAGE_SIDE:
+            raise SampleError(
+                sample["file"],
+                "image size",
+                f"{width}x{height} px; an image must be at least {MIN_IMAGE_SIDE} px on each side",
+                sample["image_id"],
+            )
         geometry = Geometry(height, width, size)
         small = ds.prepared_mask(sample, geometry)
         if small is None:
@@ -80,6 +120,16 @@ def _process_one(ds: RawDataset, sample: dict, out_dir: str, size: int) -> dict:
                     sample["image_id"],
                 )
             small = prepare_mask(mask, size) if mask is not None else None
+        for k, box in enumerate(sample.get("boxes") or [], start=1):
+            x, y, w, h = (float(v) for v in box)
+            if x >= width or y >= height or x + w <= 0 or y + h <= 0:
+                # the label does not belong to this image; dropping the box would count the image wrongly
+                raise SampleError(
+                    sample["file"],
+                    f"box {k}",
+                    f"[x, y, w, h] = [{x:g}, {y:g}, {w:g}, {h:g}] lies entirely outside the {width}x{height} image",
+                    sample["image_id"],
+                )
         if ds.equalize:
             pixels = equalize(pixels)
         # the normalisation statistics are taken here, on the equalised original before padding and
@@ -90,13 +140,16 @@ def _process_one(ds: RawDataset, sample: dict, out_dir: str, size: int) -> dict:
         image = prepare_image(pixels, size)
         out = Path(out_dir)
         image_id = sample["image_id"]
-        if small is not None:
-            if small.ndim == 3:
-                for name, m in zip(ds.classes, small):
-                    save_png_atomic(out / "masks" / name / f"{image_id}.png", m)
-            else:
-                save_png_atomic(out / "masks" / f"{image_id}.png", small)
-        save_png_atomic(out / "images" / f"{image_id}.png", image)  # last: its presence marks completion
+        try:
+            if small is not None:
+                if small.ndim == 3:
+                    for name, m in zip(ds.classes, small):
+                        save_png_atomic(out / "masks" / name / f"{image_id}.png", m)
+                else:
+                    save_png_atomic(out / "masks" / f"{image_id}.png", small)
+            save_png_atomic(out / "images" / f"{image_id}.png", image)  # last: its presence marks completion
+        except OSError as e:  # the output's fault, not the input's: the whole run stops (see OutputError)
+            return {"image_id": image_id, "output_error": f"cannot write under {out}: {type(e).__name__}: {e}"}
         return {
             "image_id": image_id,
             "height": int(height),
@@ -113,6 +166,65 @@ def _process_one(ds: RawDataset, sample: dict, out_dir: str, size: int) -> dict:
                 sample["file"], "image", f"{type(e).__name__}: {e}", sample["image_id"]
             ).to_dict(),
         }
+
+
+def _isolated_one(conn, ds: RawDataset, sample: dict, out_dir: str, size: int) -> None:
+    conn.send(_process_one(ds, sample, out_dir, size))
+    conn.close()
+
+
+def _process_isolated(ds: RawDataset, todo: list[dict], out_dir: str, size: int, workers: int):
+    """Each image in a process of its own, ``workers`` at a time; yields one result per image. A process
+    that dies without a result (SIGKILL from the out-of-memory killer, a crash in a decoder) fails only
+    its image. Used for what is left when a worker of the shared pool died, so the culprit is found."""
+    import multiprocessing as mp
+    from multiprocessing.connection import wait
+
+    pending, running = list(reversed(todo)), {}
+    while pending or running:
+        while pending and len(running) < max(1, workers):
+            sample = pending.pop()
+            recv, send = mp.Pipe(duplex=False)
+            proc = mp.Process(target=_isolated_one, args=(send, ds, sample, out_dir, size), daemon=True)
+            proc.start()
+            send.close()
+            running[recv] = (proc, sample)
+        for recv in wait(list(running)):  # a result, or EOF when the process died first
+            proc, sample = running.pop(recv)
+            try:
+                result = recv.recv()
+            except (EOFError, OSError):
+                result = None
+            recv.close()
+            proc.join()
+            if result is None:
+                code = proc.exitcode
+                how = f"killed by signal {-code}" if code is not None and code < 0 else f"exit code {code}"
+                result = {
+                    "image_id": sample["image_id"],
+                    "failure": Failure(
+                        sample["file"],
+                        "image",
+                        f"the process preparing it died ({how}; SIGKILL is what the out-of-memory killer "
+                        "sends): the image may need more memory than is free; retry with fewer --workers",
+                        sample["image_id"],
+                    ).to_dict(),
+                }
+            yield result
+
+
+def _check_writable(out: Path) -> None:
+    """Raise :class:`OutputError` unless files can be created in ``out`` (made if missing)."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / f".write_test.{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as e:
+        raise OutputError(
+            f"cannot write the prepared dataset to {out} ({type(e).__name__}: {e.strerror or e}): "
+            "choose a writable --out folder"
+        ) from e
 
 
 def _sample_key(sample: dict) -> str:
@@ -212,6 +324,7 @@ def prepare(
     Raises:
         DatasetLayoutError: the raw folder is not the official layout (nothing can be prepared), or the
             split files cannot be found / have the wrong header.
+        OutputError: the output folder cannot be written.
     """
     ds = dataset if isinstance(dataset, RawDataset) else get_dataset(dataset)(raw)
     dataset = ds.name
@@ -220,6 +333,8 @@ def prepare(
         raise DatasetError(
             f"refusing to write into the raw dataset folder {ds.root}: choose --out outside it"
         )
+    if (out / "manifest.json").exists():  # never overwrite what another dataset / size / task file wrote
+        check_manifest(load_manifest(out), out, dataset, size, ds.source())
     started = time.time()
     parsed = ds.parse()
     samples = parsed.samples
@@ -236,7 +351,7 @@ def prepare(
         failures.extend(imported.failures)
     else:
         raise DatasetError(f"--splits must be 'default' or 'lovt:DIR', got {splits!r}")
-    out.mkdir(parents=True, exist_ok=True)
+    _check_writable(out)
     write_text_atomic(out / "splits.csv", split_csv_text(table))
 
     state = _load_state(out)
@@ -255,6 +370,8 @@ def prepare(
 
         def collect(result: dict) -> None:
             nonlocal prepared_now
+            if "output_error" in result:
+                raise OutputError(result["output_error"])
             if "failure" in result:
                 failures.append(Failure(**result["failure"]))
                 state.pop(result["image_id"], None)  # an earlier success is stale now
@@ -271,10 +388,22 @@ def prepare(
             for r in todo:
                 collect(_process_one(ds, r, str(out), size))
         else:
+            left = []  # images whose worker pool broke (a worker was killed) before they were done
             with ProcessPoolExecutor(max_workers=workers) as pool:
-                futures = [pool.submit(_process_one, ds, r, str(out), size) for r in todo]
-                for fut in as_completed(futures):
-                    collect(fut.result())
+                futures = {pool.submit(_process_one, ds, r, str(out), size): r for r in todo}
+                try:
+                    for fut in as_completed(futures):
+                        try:
+                            result = fut.result()
+                        except BrokenProcessPool:
+                            left.append(futures[fut])
+                            continue
+                        collect(result)
+                except OutputError:
+                    pool.shutdown(wait=True, cancel_futures=True)  # nothing more can be written
+                    raise
+            for result in _process_isolated(ds, left, str(out), size, workers):
+                collect(result)
     if bar is not None:
         bar.close()
 
@@ -301,6 +430,7 @@ def prepare(
         "dataset": dataset,
         "title": ds.title,
         "size": size,
+        "source": ds.source(),
         "classes": list(ds.classes),
         "multi_label": ds.multi_label,
         "equalized": ds.equalize,
@@ -334,29 +464,59 @@ def load_manifest(prepared: str | os.PathLike) -> dict:
         raise DatasetError(
             f"{prepared} is not a prepared dataset (no manifest.json): run `cxrbench prepare` first"
         )
-    return json.loads(path.read_text())
+    try:
+        manifest = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise DatasetError(
+            f"{path}: not a readable manifest ({type(e).__name__}: {e}); prepare the dataset again"
+        ) from e
+    if not isinstance(manifest, dict):
+        raise DatasetError(f"{path}: not a manifest (a JSON object expected); prepare the dataset again")
+    return manifest
 
 
-def load_stats(prepared: str | os.PathLike) -> dict:
-    """The normalisation statistics of a prepared dataset (``stats.json``).
+def load_stats(prepared: str | os.PathLike, subset: str) -> dict:
+    """The statistics of ``subset`` and of the whole training split from ``stats.json``, checked.
+
+    Returns:
+        ``{"n_images": int, "mean": float, "std": float}`` of ``subset``, with ``mean`` / ``std`` those
+        of ``train`` (a label fraction normalises with the whole split, see ``benchmark.run``).
 
     Raises:
-        DatasetError: the file is missing or unreadable, or was written by an older prepare whose statistics
-            were taken on the padded square (re-running ``cxrbench prepare`` recomputes them).
+        DatasetError: the file is missing, not JSON, or a field is missing or of the wrong type / range
+            (the message names the file and the field), or the statistics are of an older definition (taken
+            on the padded square by cxrbench before 0.3; ``cxrbench prepare`` again recomputes them).
     """
     path = Path(prepared) / "stats.json"
     try:
         stats = json.loads(path.read_text())
-    except FileNotFoundError as e:
-        raise DatasetError(f"{path}: missing; run `cxrbench prepare` again") from e
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise DatasetError(f"{path}: unreadable ({type(e).__name__}: {e}); run `cxrbench prepare` again") from e
-    if not isinstance(stats, dict) or not isinstance(stats.get("train"), dict):
-        raise DatasetError(f"{path}: field 'train' missing; run `cxrbench prepare` again")
-    if stats["train"].get("definition") != STATS_DEFINITION:
         raise DatasetError(
-            f"{path}: field 'definition': these statistics were taken on the padded square by an older "
+            f"{path}: not readable statistics ({type(e).__name__}: {e}); prepare the dataset again"
+        ) from e
+
+    def entry(name: str) -> dict:
+        e = stats.get(name) if isinstance(stats, dict) else None
+        if not isinstance(e, dict):
+            raise DatasetError(f"{path}: {name}: missing (expected mean, std, n_images); prepare the dataset again")
+        n = e.get("n_images")
+        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+            raise DatasetError(f"{path}: {name}.n_images: expected a count, got {n!r}; prepare the dataset again")
+        if n:
+            for k in ("mean", "std"):
+                v = e.get(k)
+                if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v <= 1:
+                    raise DatasetError(
+                        f"{path}: {name}.{k}: expected a number in [0, 1], got {v!r}; prepare the dataset again"
+                    )
+        return e
+
+    norm = entry("train")  # every prepared dataset has it; label fractions normalise with it too
+    if norm.get("definition") != STATS_DEFINITION:
+        raise DatasetError(
+            f"{path}: train.definition: these statistics were taken on the padded square by an older "
             "cxrbench; the protocol takes them on the equalised images before padding. Run `cxrbench prepare` "
-            "again for this dataset (only the statistics change: finished images are redone once)"
+            "again for this dataset (it redoes the images once)"
         )
-    return stats
+    own = entry(subset)
+    return {"n_images": own["n_images"], "mean": norm.get("mean"), "std": norm.get("std")}

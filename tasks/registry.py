@@ -27,6 +27,7 @@ YOLO_CONF_THR = 0.2
 YOLO_NMS_IOU = 0.4
 
 HEADS = ("yolov3", "unet", "linear")
+MAX_SIZE = 2048  # px, the largest image side of a task: a prepared image alone is then 4 MB
 METRICS = {
     "mAP": "mean AP over IoU 0.40:0.05:0.75",
     "froc": "mean sensitivity at 0.125..8 false positives per image (hit = box centre inside the object)",
@@ -82,7 +83,9 @@ class TaskSpec:
             raise ValueError(f"task {self.id}: metric must be one of {tuple(METRICS)}, got {self.metric!r}")
         if self.frozen and self.warmup_steps:
             raise ValueError(f"task {self.id}: a frozen task has no warm-up")
-        if self.size < 32 or self.size % 32:
+        if isinstance(self.size, bool) or not isinstance(self.size, int) or not 32 <= self.size <= MAX_SIZE:
+            raise ValueError(f"task {self.id}: size must be an integer from 32 to {MAX_SIZE}, got {self.size!r}")
+        if self.size % 32:
             raise ValueError(
                 f"task {self.id}: size must be a multiple of 32 (the encoders' largest stride), got {self.size}"
             )

@@ -10,10 +10,18 @@ a whole file and the manifest records which one was read.
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 
 RELATIVE = "relative"
 ABSOLUTE = "absolute"
+
+
+# The largest start or length accepted: far beyond any image (10^15 pixels), and small enough that sums of
+# millions of values cannot wrap round in int64 (a value near 2^63 must not become a valid-looking run).
+MAX_RLE_VALUE = 10**15
+_INTEGER = re.compile(r"-?[0-9]+")
 
 
 class RLEError(ValueError):
@@ -26,16 +34,19 @@ def parse_rle(text: str) -> np.ndarray:
     ``-1`` and the empty string give an empty array (no foreground).
 
     Raises:
-        RLEError: not integers, an odd count, a negative start or a non-positive length.
+        RLEError: not (ASCII decimal) integers, a value above :data:`MAX_RLE_VALUE`, an odd count, a
+            negative start or a non-positive length.
     """
     text = str(text).strip()
     if text in ("", "-1"):
         return np.zeros((0, 2), dtype=np.int64)
-    try:
-        values = np.array([int(v) for v in text.split()], dtype=np.int64)
-    except ValueError:
-        bad = next(v for v in text.split() if not v.lstrip("-").isdigit())
-        raise RLEError(f"not an integer: {bad!r}") from None
+    tokens = text.split()
+    for v in tokens:
+        if not _INTEGER.fullmatch(v):
+            raise RLEError(f"not an integer: {v[:40]!r}")
+        if len(v.lstrip("-")) > 16 or abs(int(v)) > MAX_RLE_VALUE:
+            raise RLEError(f"value {v[:40]} is too large (at most {MAX_RLE_VALUE})")
+    values = np.array([int(v) for v in tokens], dtype=np.int64)
     if len(values) % 2:
         raise RLEError(f"odd number of values ({len(values)}): expected (start, length) pairs")
     pairs = values.reshape(-1, 2)
@@ -68,6 +79,15 @@ def decode_siim_rle(pairs: np.ndarray, height: int, width: int, encoding: str = 
     """
     flat = np.zeros(height * width, dtype=np.uint8)
     if len(pairs):
+        pairs = np.asarray(pairs, dtype=np.int64)
+        if (pairs < 0).any() or (pairs > height * width).any():
+            # any start or length beyond the pixel count ends outside the image; checked before the sums
+            # so that they cannot wrap round
+            big = int(pairs.max()) if (pairs >= 0).all() else int(pairs.min())
+            raise RLEError(
+                f"value {big} outside 0..{height * width}: a run would end outside the {width}x{height} "
+                f"image ({encoding} encoding)"
+            )
         if encoding == RELATIVE:
             # start_k = end of run k-1 + offset_k, end_k = start_k + length_k
             ends = np.cumsum(pairs[:, 0] + pairs[:, 1])

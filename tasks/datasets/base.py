@@ -72,6 +72,11 @@ class RawDataset:
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root).expanduser().resolve()
 
+    def source(self) -> dict:
+        """What writes the prepared folder (recorded in its manifest; a run refuses a folder written by
+        something else, e.g. a task file whose id looks like a built-in folder name)."""
+        return {"kind": "built-in"}
+
     def check_layout(self) -> None:
         """Raise :class:`DatasetLayoutError` naming what is missing from the raw folder."""
         if not self.root.is_dir():

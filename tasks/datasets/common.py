@@ -78,7 +78,12 @@ def index_files(root: Path, suffix: str, skip: Path | None = None) -> tuple[dict
 
 
 def read_csv_table(
-    path: Path, expected: list[str], what: str, strip_header: bool = True, exact: bool = False
+    path: Path,
+    expected: list[str],
+    what: str,
+    strip_header: bool = True,
+    exact: bool = False,
+    require_rows: bool = True,
 ) -> list[list[str]]:
     """Rows (after the header) of a CSV whose header must start with ``expected`` (be it, if ``exact``).
 
@@ -86,7 +91,8 @@ def read_csv_table(
     ``ImageId, EncodedPixels``). Trailing empty header cells are ignored (NIH's ``Bbox [x,y,w,h],,,``).
 
     Raises:
-        DatasetLayoutError: unreadable file or wrong header (names the file, what was found and expected).
+        DatasetLayoutError: unreadable file, wrong header (names the file, what was found and expected), or
+            (``require_rows``) a header and no rows: a label file without labels is never a release.
     """
     try:
         with open(path, newline="", encoding="utf-8-sig") as f:
@@ -103,5 +109,9 @@ def read_csv_table(
     if (header if exact else header[: len(expected)]) != expected:
         raise DatasetLayoutError(
             f"{path}: header is {','.join(rows[0])!s}; expected {','.join(expected)} ({what})"
+        )
+    if require_rows and not any(any(c.strip() for c in row) for row in rows[1:]):
+        raise DatasetLayoutError(
+            f"{path}: the header is there but no rows follow ({what}); the file is cut short: re-download it"
         )
     return rows[1:]

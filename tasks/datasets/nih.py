@@ -105,9 +105,19 @@ class NIH(RawDataset):
                     )
                 continue
             pid = row[3].strip()
+            if not (pid.isascii() and pid.isdigit()):
+                failures.append(
+                    Failure(
+                        str(entry_path),
+                        f"row {line} Patient ID",
+                        f"must be a decimal number, got {pid[:40]!r}",
+                        row[0].strip()[:-4] if row[0].strip().lower().endswith(".png") else row[0].strip(),
+                    )
+                )
+                continue
             entries[row[0].strip()] = {
                 "labels": row[1].strip(),
-                "patient": f"{int(pid):08d}" if pid.isdigit() else pid,
+                "patient": f"{int(pid):08d}",
                 "view": row[6].strip() or None,
             }
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import zipfile
 from pathlib import Path
 
@@ -30,6 +31,7 @@ from tasks.rasterize import boxes_to_mask, shape_bbox, shape_to_mask
 from tasks.rle import coco_rle
 
 HEADER = ["image_name", "annotation"]
+_NUMBER = re.compile(r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?")
 PARTS = ("train", "dev")
 SHAPE_TYPES = {0: "rectangle", 1: "ellipse", 2: "polygon"}
 
@@ -53,16 +55,15 @@ def parse_annotation(text: str) -> list[dict]:
     shapes = []
     for k, part in enumerate((p for p in text.split(";") if p.strip()), start=1):
         tokens = part.split()
-        try:
-            kind = SHAPE_TYPES[int(tokens[0])]
-        except (ValueError, KeyError):
+        if tokens[0] not in ("0", "1", "2"):
+            raise ValueError(f"object {k} ({part.strip()[:80]!r}): type must be 0, 1 or 2, got {tokens[0][:20]!r}")
+        kind = SHAPE_TYPES[int(tokens[0])]
+        bad = next((v for v in tokens[1:] if not _NUMBER.fullmatch(v)), None)
+        if bad is not None:  # plain ASCII decimals only (float() would take '1_0', '١', 'nan', 'inf')
             raise ValueError(
-                f"object {k} ({part.strip()!r}): type must be 0, 1 or 2, got {tokens[0]!r}"
-            ) from None
-        try:
-            values = [float(v) for v in tokens[1:]]
-        except ValueError:
-            raise ValueError(f"object {k} ({part.strip()!r}): coordinates must be numbers") from None
+                f"object {k} ({part.strip()[:80]!r}): coordinates must be numbers, got {bad[:20]!r}"
+            )
+        values = [float(v) for v in tokens[1:]]
         if not all(math.isfinite(v) for v in values):
             raise ValueError(f"object {k} ({part.strip()!r}): coordinates must be finite")
         if kind in ("rectangle", "ellipse") and len(values) != 4:
@@ -186,7 +187,7 @@ class ObjectCXR(RawDataset):
                         "file": file,
                         "boxes": [shape_bbox(s["kind"], s["points"]) for s in shapes],
                         "labels": [0] * len(shapes),
-                        "mask_source": {"shapes": shapes},
+                        "mask_source": {"shapes": shapes, "label_file": str(csv_path), "row": line},
                         "view": None,
                         "member": member,
                         "official_split": part,
@@ -245,21 +246,32 @@ class ObjectCXR(RawDataset):
 
     def object_rasters(self, sample: dict, geometry: Geometry) -> list[tuple[dict, np.ndarray, list[float]]]:
         """Each object rasterised exactly at the prepared size, clipped to the image, with its clipped
-        bounding box (x, y, w, h) in prepared pixels. Objects entirely outside the image are left out; an
-        object too small to cover any pixel centre keeps the pixel under its box centre, so that a
-        "centre inside the object" test can still hit it."""
+        bounding box (x, y, w, h) in prepared pixels. An object too small to cover any pixel centre keeps
+        the pixel under its box centre, so that a "centre inside the object" test can still hit it.
+
+        Raises:
+            SampleError: an object lies entirely outside the image (the annotation does not belong to it;
+                dropping the object would count the image positive, or negative, wrongly).
+        """
         g, size = geometry, geometry.size
         transform = (g.scale, float(g.left), float(g.top))
         region = [g.left * g.scale, g.top * g.scale, g.width * g.scale, g.height * g.scale]
         inside = boxes_to_mask([region], size, size)
         rx0, ry0, rx1, ry1 = region[0], region[1], region[0] + region[2], region[1] + region[3]
         out = []
-        for s in sample["mask_source"]["shapes"]:
+        src = sample["mask_source"]
+        for k, s in enumerate(src["shapes"], start=1):
             x, y, w, h = shape_bbox(s["kind"], s["points"])
             x0, y0 = max((x + g.left) * g.scale, rx0), max((y + g.top) * g.scale, ry0)
             x1, y1 = min((x + w + g.left) * g.scale, rx1), min((y + h + g.top) * g.scale, ry1)
             if x1 <= x0 or y1 <= y0:
-                continue
+                raise SampleError(
+                    src.get("label_file", sample["file"]),
+                    f"row {src['row']} annotation" if "row" in src else "annotation",
+                    f"object {k} ({s['kind']} with bounding box x={x:g} y={y:g} w={w:g} h={h:g}) lies entirely "
+                    f"outside the {g.width}x{g.height} image",
+                    sample["image_id"],
+                )
             raster = shape_to_mask(s["kind"], s["points"], size, size, transform=transform) & inside
             if not raster.any():
                 raster[min(int((y0 + y1) / 2), size - 1), min(int((x0 + x1) / 2), size - 1)] = 1

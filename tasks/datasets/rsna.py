@@ -8,18 +8,21 @@ image has one row with empty coordinates and ``Target=0``) and ``stage_2_train_i
 from __future__ import annotations
 
 import math
+from collections import namedtuple
 
 import numpy as np
 import pandas as pd
 
 from tasks.datasets.base import ParseResult, RawDataset
+from tasks.datasets.common import read_csv_table
 from tasks.dicom import read_dicom
-from tasks.errors import DatasetLayoutError, Failure
+from tasks.errors import Failure
 from tasks.rasterize import boxes_to_mask
 
 LABELS_CSV = "stage_2_train_labels.csv"
 IMAGES_DIR = "stage_2_train_images"
 COLUMNS = ["patientId", "x", "y", "width", "height", "Target"]
+_Row = namedtuple("_Row", COLUMNS)
 
 
 class RSNA(RawDataset):
@@ -38,21 +41,28 @@ class RSNA(RawDataset):
     def parse(self) -> ParseResult:
         self.check_layout()
         csv_path = self.root / LABELS_CSV
-        try:
-            df = pd.read_csv(csv_path, dtype=str, keep_default_na=False)
-        except Exception as e:
-            raise DatasetLayoutError(f"{csv_path}: cannot read CSV ({e})") from e
-        cols = [c.strip() for c in df.columns]
-        if cols != COLUMNS:
-            raise DatasetLayoutError(
-                f"{csv_path}: header is {','.join(df.columns)}; expected {','.join(COLUMNS)} "
-                "(the stage 2 train labels of the Kaggle download)"
-            )
-        df.columns = cols
+        rows = read_csv_table(csv_path, COLUMNS, "the stage 2 train labels of the Kaggle download", exact=True)
         failures: list[Failure] = []
         per_image: dict[str, dict] = {}
-        for i, row in enumerate(df.itertuples(index=False)):
-            line = i + 2  # 1-based, after the header
+        n_rows = 0
+        for line, cells in enumerate(rows, start=2):  # 1-based, after the header
+            if not any(c.strip() for c in cells):
+                continue
+            n_rows += 1
+            if len(cells) != len(COLUMNS):
+                failures.append(
+                    Failure(
+                        str(csv_path),
+                        f"row {line}",
+                        f"{len(cells)} fields, expected {len(COLUMNS)} ({','.join(COLUMNS)})",
+                        cells[0].strip() or None,
+                    )
+                )
+                if cells[0].strip():  # a partial box list of that patient would be wrong
+                    entry = per_image.setdefault(cells[0].strip(), {"target": None, "boxes": []})
+                    entry["bad"] = True
+                continue
+            row = _Row(*cells)
             pid = row.patientId.strip()
             if not pid:
                 failures.append(Failure(str(csv_path), f"row {line} patientId", "empty patient id"))
@@ -64,6 +74,8 @@ class RSNA(RawDataset):
                 )
                 continue
             entry = per_image.setdefault(pid, {"target": target, "boxes": [], "bad": False})
+            if entry["target"] is None:
+                entry["target"] = target
             if entry["target"] != target:
                 failures.append(
                     Failure(
@@ -130,7 +142,7 @@ class RSNA(RawDataset):
             rows, columns=["image_id", "patient_id", "file", "boxes", "labels", "mask_source", "view"]
         )
         counts = {
-            "label_rows": len(df),
+            "label_rows": n_rows,
             "images": len(samples),
             "positive_images": int(sum(len(b) > 0 for b in samples["boxes"])),
             "boxes": int(sum(len(b) for b in samples["boxes"])),
