@@ -322,3 +322,24 @@ def test_sentence_swaps_keep_the_sentences():
         seen_change |= out != s
     assert seen_change
     assert swap_sentences(["only"], 0.4) == ["only"]
+
+
+def test_one_random_sentence_depends_on_the_split_not_on_augmentation(tmp_path):
+    from pretrain.config import TrainConfig, preset_config
+    from pretrain.train import _datasets
+
+    manifest = write_synthetic_dataset(tmp_path, n=12, size=64, seed=0)
+    pairs = read_manifest(manifest)
+    record = max(pairs.split("train"), key=lambda r: len(r.sentences))
+    assert len(record.sentences) >= 3
+    # convirt without augmentation (as --synthetic / --no-augment): training still draws sentences
+    cfg = preset_config("convirt", augment=AugmentConfig(enabled=False), train=TrainConfig(image_size=48))
+    assert cfg.sentences == "one_random" and not cfg.augment.enabled
+    train, val = _datasets(cfg, pairs, 0.5, 0.25)
+    i = train.records.index(record)
+    torch.manual_seed(0)
+    drawn = {train[i]["sentences"][0] for _ in range(40)}
+    assert len(drawn) >= 2 and drawn <= set(record.sentences)
+    # validation: always the same (first) sentence
+    j = next(k for k, r in enumerate(val.records) if len(r.sentences) >= 2)
+    assert {val[j]["sentences"][0] for _ in range(20)} == {val.records[j].sentences[0]}
