@@ -14,7 +14,7 @@ import torch
 from scipy.stats import beta
 
 from pretrain import losses as L
-from pretrain.analysis import summarize
+from pretrain.analysis import local_metrics, summarize
 from pretrain.config import PRESETS, LossConfig
 from pretrain.model import CrossModalAttention
 from pretrain.objective import compute_terms
@@ -168,7 +168,9 @@ def test_analysis_uniformity_equals_a_loop_with_padding_and_t_2():
     """Catches: analysis uniformity ignoring the padding, or computed with t = 1 (not the -2 of Wang & Isola)."""
     out = _outputs()
     result = summarize(
-        out["img_global"], out["rep_global"], [out["img_local"]], [out["rep_local"]], [out["rep_mask"]]
+        out["img_global"],
+        out["rep_global"],
+        {"x": local_metrics([out["img_local"]], [out["rep_local"]], [out["rep_mask"]], shared_space=True)},
     )
     for side, z, mask in (
         ("image", out["img_local"], torch.ones(4, 6, dtype=torch.bool)),
@@ -180,7 +182,7 @@ def test_analysis_uniformity_equals_a_loop_with_padding_and_t_2():
             if int(mask[i].sum()) >= 2
         ]
         # (the analysis works in float32)
-        assert result["local"][side]["per_sample_uniformity"] == pytest.approx(sum(per) / len(per), rel=1e-6)
+        assert result["local"]["x"][side]["per_sample_uniformity"] == pytest.approx(sum(per) / len(per), rel=1e-6)
     g = [_unit(v) for v in out["img_global"]]
     pairs = [math.exp(-2 * float((a - b).pow(2).sum())) for i, a in enumerate(g) for j, b in enumerate(g) if i < j]
     assert result["global"]["image"]["uniformity"] == pytest.approx(math.log(sum(pairs) / len(pairs)), rel=1e-6)
@@ -222,3 +224,17 @@ def test_common_scale_measured():
     assert ranges["cov"] == pytest.approx(0.353, abs=0.01)
     assert ranges["var"] == pytest.approx(0.0329, abs=0.001)
     assert ranges["swd"] == pytest.approx(0.0038, abs=0.0002)
+
+
+def test_analysis_nearest_alignment_equals_a_loop():
+    out = _outputs()
+    local = local_metrics([out["img_local"]], [out["rep_local"]], [out["rep_mask"]], shared_space=True)
+    img, rep, mask = out["img_local"], out["rep_local"], out["rep_mask"]
+    s2r, r2s = [], []
+    for i in range(4):
+        regions = [_unit(v) for v in img[i]]
+        sentences = [_unit(rep[i, s]) for s in range(5) if mask[i, s]]
+        s2r += [min(float((s - r).pow(2).sum()) for r in regions) for s in sentences]
+        r2s += [min(float((s - r).pow(2).sum()) for s in sentences) for r in regions]
+    assert local["report"]["alignment_nearest"] == pytest.approx(sum(s2r) / len(s2r), rel=1e-6)
+    assert local["image"]["alignment_nearest"] == pytest.approx(sum(r2s) / len(r2s), rel=1e-6)
