@@ -238,3 +238,20 @@ def test_analysis_nearest_alignment_equals_a_loop():
         r2s += [min(float((s - r).pow(2).sum()) for s in sentences) for r in regions]
     assert local["report"]["alignment_nearest"] == pytest.approx(sum(s2r) / len(s2r), rel=1e-6)
     assert local["image"]["alignment_nearest"] == pytest.approx(sum(r2s) / len(r2s), rel=1e-6)
+
+
+def test_normalised_priors_have_comparable_gradients():
+    """Half-collapsed regions (49 in 512 dimensions): the raw families' gradients differ by more than 100x
+    (gauss vs swd), the normalised ones by less than 5x."""
+    torch.manual_seed(0)
+    base = torch.randn(8, 1, 512) + torch.randn(8, 49, 512)
+    raw, norm = {}, {}
+    for family in L.PRIOR_FAMILIES:
+        z = base.clone().requires_grad_(True)
+        L.prior_per_sample(family, z).mean().backward()
+        raw[family] = float(z.grad.norm())
+        z = base.clone().requires_grad_(True)
+        L.normalized_prior(family, z).backward()
+        norm[family] = float(z.grad.norm())
+    assert raw["gauss"] / raw["swd"] > 100
+    assert max(norm.values()) / min(norm.values()) < 5, norm
