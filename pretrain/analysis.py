@@ -278,5 +278,5 @@ def format_report(result: dict, title: str = "") -> str:
     for space in SPACES:
         if "note" in loc.get(space, {}):
             lines.append(f"  {space}: {loc[space]['note']}")
-    lines.append("  spaces: " + "; ".join(f"{k} = {v}" for k, v in SPACES.items()))
+    lines += [f"  {k}: {v}" for k, v in SPACES.items() if k in loc]
     return "\n".join(lines)
