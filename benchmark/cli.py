@@ -541,6 +541,19 @@ def _cmd_ablate(args) -> int:
         )
         return run.backbone
 
+    def analyze_one(preset: str) -> dict[str, float]:
+        """``cxrbench analyze`` on the preset's run (same pairs and options), its numbers flattened."""
+        from pretrain.analysis import flat_local
+
+        target = out / "pretrain" / preset / "analysis.json"
+        a = argparse.Namespace(**vars(args))
+        a.backbone, a.json, a.image_only = str(out / "pretrain" / preset), str(target), False
+        a.split, a.max_samples, a.batch_size, a.image_size = "validate", args.analysis_samples, 32, None
+        if _cmd_analyze(a) != 0:
+            raise RuntimeError(f"cxrbench analyze failed on {out / 'pretrain' / preset} (see above)")
+        result = json.loads(target.read_text())
+        return {"global.alignment": result["global"]["alignment"], **flat_local(result)}
+
     eval_options = RunOptions(
         max_epochs=args.max_epochs,
         batch_size=args.eval_batch_size,
@@ -551,7 +564,7 @@ def _cmd_ablate(args) -> int:
     )
     seeds = list(range(args.first_seed, args.first_seed + args.seeds))
     try:
-        records, rows = ablate(
+        records, rows, joined = ablate(
             presets,
             pretrain_one,
             tasks,
@@ -561,6 +574,7 @@ def _cmd_ablate(args) -> int:
             lr=args.eval_lr,
             lr_search=not args.no_lr_search,
             eval_options=eval_options,
+            analyze_one=analyze_one,
         )
     except (FileNotFoundError, *_pretrain_errors()) as e:
         print(f"error: {e}", file=sys.stderr)
@@ -570,6 +584,12 @@ def _cmd_ablate(args) -> int:
     )
     print(format_comparison(rows))
     print(f"\ntable written to {out / 'ablation.csv'}")
+    if joined:
+        from benchmark.ablate import joined_markdown
+
+        print("\nanalysis (local: per-sample uniformity and alignment, lower = better) beside the test metric:")
+        print(joined_markdown(joined), end="")
+        print(f"joined table and plot: {out / 'ablation-joined.csv'}, .md, .png")
     from benchmark.leaderboard import LeaderboardError, write_leaderboard
 
     try:  # the presets side by side, with significance against the first preset
@@ -943,6 +963,9 @@ def build_parser() -> argparse.ArgumentParser:
     ab.add_argument("--eval-batch-size", type=int, default=None, help="override the tasks' batch size")
     ab.add_argument(
         "--eval-lr", type=float, default=None, help="learning rate for every task (default: each task's)"
+    )
+    ab.add_argument(
+        "--analysis-samples", type=int, default=512, help="validation pairs `analyze` measures per preset"
     )
     _add_pretrain_arguments(ab)
     ab.set_defaults(func=_cmd_ablate)

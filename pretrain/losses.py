@@ -45,6 +45,10 @@ __all__ = [
     "sliced_wasserstein_prior_per_sample",
     "sliced_wasserstein_prior",
     "random_directions",
+    "PRIOR_FAMILIES",
+    "prior_per_sample",
+    "prior_range",
+    "normalized_prior",
 ]
 
 
@@ -376,4 +380,106 @@ def sliced_wasserstein_prior(
 ) -> Tensor:
     """Mean of :func:`sliced_wasserstein_prior_per_sample` over the samples with real entries."""
     values = sliced_wasserstein_prior_per_sample(z, mask, directions, n_directions)
+    return _masked_sample_mean(torch.nan_to_num(values), ~torch.isnan(values))
+
+
+# ------------------------------------------------------------------------ priors on a common scale
+
+PRIOR_FAMILIES = ("gauss", "cov", "var", "swd")
+
+
+def prior_per_sample(
+    family: str,
+    z: Tensor,
+    mask: Tensor | None = None,
+    *,
+    t: float = 2.0,
+    shrinkage: float = 0.5,
+    n_directions: int = 64,
+    directions: Tensor | None = None,
+) -> Tensor:
+    """The raw per-sample value of a prior family (``gauss``, ``cov``, ``var``, ``swd``); ``(B,)``."""
+    if family == "gauss":
+        return gaussian_potential_per_sample(z, mask, t)
+    if family == "cov":
+        return covariance_prior_per_sample(z, mask, shrinkage)
+    if family == "var":
+        return variance_prior_per_sample(z, mask)
+    if family == "swd":
+        return sliced_wasserstein_prior_per_sample(z, mask, directions, n_directions)
+    raise ValueError(f"unknown prior family {family!r}; known: {', '.join(PRIOR_FAMILIES)}")
+
+
+@functools.lru_cache(maxsize=4096)
+def prior_range(
+    family: str,
+    n: int,
+    d: int,
+    t: float = 2.0,
+    shrinkage: float = 0.5,
+    n_directions: int = 64,
+    draws: int = 256,
+) -> tuple[float, float]:
+    """``(uniform, collapsed)``: a prior's raw value for n entries in d dimensions at the two ends.
+
+    - collapsed (all n entries equal), exact: gauss 0; cov ``(a - ln a) / 2``; var
+      ``relu(1/sqrt(d) - sqrt(eps))``; swd ``1/d + mean_k q_k(n)^2`` (its expectation over directions:
+      ``E <z, theta>^2 = 1/d``, and the quantiles q_k average to 0).
+    - uniform: the mean value over ``draws`` samples of n entries drawn independently and uniformly on
+      the sphere (measured once per (family, n, d, ...) with a fixed seed, float64; for swd with fresh
+      random directions per draw set, as in training). Not the population value 0 (cov, var, swd) or
+      ``log E exp(-t ||u - v||^2)`` (gauss): n points cannot be more uniform than n random points, and with
+      49 regions in 512 dimensions the moment prior of random points is far from 0.
+    """
+    if family not in PRIOR_FAMILIES:
+        raise ValueError(f"unknown prior family {family!r}; known: {', '.join(PRIOR_FAMILIES)}")
+    if n < 2:
+        return math.nan, math.nan
+    if family == "gauss":
+        collapsed = 0.0
+    elif family == "cov":
+        collapsed = (shrinkage - math.log(shrinkage)) / 2.0
+    elif family == "var":
+        collapsed = max(0.0, 1.0 / math.sqrt(d) - math.sqrt(1e-4))
+    else:
+        collapsed = 1.0 / d + float(np.mean(sphere_projection_quantiles(d, n) ** 2))
+    g = torch.Generator().manual_seed(0)
+    z = torch.randn(draws, n, d, generator=g, dtype=torch.float64)
+    directions = random_directions(n_directions, d, generator=g, dtype=torch.float64)
+    values = prior_per_sample(
+        family, z, None, t=t, shrinkage=shrinkage, n_directions=n_directions, directions=directions
+    )
+    return float(values.mean()), collapsed
+
+
+def normalized_prior(
+    family: str,
+    z: Tensor,
+    mask: Tensor | None = None,
+    *,
+    t: float = 2.0,
+    shrinkage: float = 0.5,
+    n_directions: int = 64,
+    directions: Tensor | None = None,
+    per_sample: bool = False,
+) -> Tensor:
+    """A prior on the common scale: ``(raw_b - uniform(n_b)) / (collapsed(n_b) - uniform(n_b))``.
+
+    0 = as uniform as n_b random points on the sphere, 1 = collapsed, for every family, so one weight means
+    the same for each (see :func:`prior_range`; n_b = the real entries of sample b). Mean over the samples
+    with at least 2 real entries (``per_sample``: the ``(B,)`` values, NaN for the others).
+    """
+    raw = prior_per_sample(
+        family, z, mask, t=t, shrinkage=shrinkage, n_directions=n_directions, directions=directions
+    )
+    counts = _valid(mask, z).sum(-1)
+    ends = {
+        int(c): prior_range(family, int(c), z.shape[-1], float(t), float(shrinkage), int(n_directions))
+        for c in counts.unique().tolist()
+    }
+    uniform = torch.tensor([ends[int(c)][0] for c in counts.tolist()], dtype=raw.dtype, device=raw.device)
+    collapsed = torch.tensor([ends[int(c)][1] for c in counts.tolist()], dtype=raw.dtype, device=raw.device)
+    values = (raw - uniform) / (collapsed - uniform)
+    if per_sample:
+        return values
     return _masked_sample_mean(torch.nan_to_num(values), ~torch.isnan(values))

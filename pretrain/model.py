@@ -318,11 +318,30 @@ class ImageTextModel(nn.Module):
             return getattr(self, f"{which}_pool")(x, mask)
         return average_pool(x, mask)
 
+    def tokens_in_global_space(self, which: str, x: Tensor, mask: Tensor | None = None) -> Tensor:
+        """Each region / sentence feature ``(B, N, d)`` mapped as the global head maps the pooled feature.
+
+        The pooled feature is a weighted mean of the entries after the attention pooling's value and output
+        projections (linear), so ``global_proj(out_proj(v_proj(x_n)))`` puts entry n in the global embedding
+        space (as MaskCLIP reads CLIP's attention pool); with average pooling it is ``global_proj(x_n)``. An
+        entry equal to every other entry of its sample maps exactly onto the sample's global embedding.
+        Exists for every preset: the analysis measures local alignment / uniformity there for every model.
+        """
+        if which not in ("image", "text"):
+            raise ValueError(f"which must be 'image' or 'text', got {which!r}")
+        if self.config.pool == "attention":
+            attn = getattr(self, f"{which}_pool").attn
+            e = attn.embed_dim
+            v = F.linear(x, attn.in_proj_weight[2 * e :], attn.in_proj_bias[2 * e :])
+            x = attn.out_proj(v)
+        proj = self.image_global_proj if which == "image" else self.text_global_proj
+        return proj(x, mask)
+
     def encode_image(self, images: Tensor) -> dict[str, Tensor]:
         fmap = self.image_encoder(images)  # (B, C, h, w)
         regions = fmap.flatten(2).transpose(1, 2)  # (B, h*w, C), row-major
         pooled, weights = self._pool("image", regions, None)
-        out = {"img_global": self.image_global_proj(pooled), "img_weights": weights}
+        out = {"img_global": self.image_global_proj(pooled), "img_weights": weights, "img_regions": regions}
         out["grid"] = torch.tensor(fmap.shape[-2:])
         if self.has_local:
             out["img_local"] = self.image_local_proj(regions)
@@ -331,7 +350,12 @@ class ImageTextModel(nn.Module):
     def encode_text(self, input_ids, attention_mask, sentence_index, sentence_mask) -> dict[str, Tensor]:
         sentences = self.text_encoder(input_ids, attention_mask, sentence_index, sentence_mask.shape[1])
         pooled, weights = self._pool("text", sentences, sentence_mask)
-        out = {"rep_global": self.text_global_proj(pooled), "rep_weights": weights, "rep_mask": sentence_mask}
+        out = {
+            "rep_global": self.text_global_proj(pooled),
+            "rep_weights": weights,
+            "rep_mask": sentence_mask,
+            "rep_sentences": sentences,
+        }
         if self.has_local:
             out["rep_local"] = self.text_local_proj(sentences, sentence_mask)
         return out

@@ -51,16 +51,16 @@ def compute_terms(out: Mapping[str, Tensor], cfg: LossConfig) -> dict[str, Tenso
                 )
                 terms.update({f"{name}_align": a, f"{name}_uniform": u})
     for side, key, mask in (("img", "img_local", None), ("rep", "rep_local", out.get("rep_mask"))):
-        if f"{side}_prior_gauss" in active:
-            terms[f"{side}_prior_gauss"] = L.gaussian_potential_prior(_f(out[key]), mask, cfg.prior_t)
-        if f"{side}_prior_cov" in active:
-            terms[f"{side}_prior_cov"] = L.covariance_prior(_f(out[key]), mask, cfg.cov_shrinkage)
-        if f"{side}_prior_var" in active:
-            terms[f"{side}_prior_var"] = L.variance_prior(_f(out[key]), mask)
-        if f"{side}_prior_swd" in active:
-            terms[f"{side}_prior_swd"] = L.sliced_wasserstein_prior(
-                _f(out[key]), mask, n_directions=cfg.swd_directions
-            )
+        for family in L.PRIOR_FAMILIES:
+            if f"{side}_prior_{family}" in active:
+                terms[f"{side}_prior_{family}"] = L.normalized_prior(
+                    family,
+                    _f(out[key]),
+                    mask,
+                    t=cfg.prior_t,
+                    shrinkage=cfg.cov_shrinkage,
+                    n_directions=cfg.swd_directions,
+                )
     return {k: v for k, v in terms.items() if k in active}
 
 

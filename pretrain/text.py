@@ -1,8 +1,8 @@
 """Report text: section parsing, sentence splitting (rules, no model download), the BERT text encoder.
 
-The section parser follows the MIMIC-CXR conventions: a section starts with an upper-case header followed
-by a colon at the start of a line (``FINDINGS:``, ``IMPRESSION:``); a few aliases are mapped to the two
-sections pretraining uses. Sentence splitting is rule-based: it splits after ``.``, ``?`` and ``!`` that
+The section parser is LoVT's (its MIMIC-CXR ``section_parser.py``): a section starts at a line `` NAME:``
+(one leading space, upper-case name); names are normalised by its table (typos included), then by
+substrings (``FINAL IMPRESSION`` -> impression, ``PA AND LATERAL VIEWS OF THE CHEST`` -> findings). Sentence splitting is rule-based: it splits after ``.``, ``?`` and ``!`` that
 are followed by white space and an upper-case letter, a digit or the end of the text, but not after
 common abbreviations, decimal numbers or list numbers, and always at blank lines / enumerations.
 """
@@ -16,20 +16,107 @@ import re
 from collections.abc import Iterable
 from pathlib import Path
 
-# Header aliases (upper case, without the colon) -> canonical section.
-SECTION_ALIASES = {
-    "FINDINGS": "findings",
-    "FINDING": "findings",
-    "FINDINGS AND IMPRESSION": "findings",
-    "FINDINGS/IMPRESSION": "findings",
-    "IMPRESSION": "impression",
-    "IMPRESSIONS": "impression",
-    "CONCLUSION": "impression",
-    "CONCLUSIONS": "impression",
-    "SUMMARY": "impression",
+# Section names as LoVT reads MIMIC-CXR reports (github.com/philip-mueller/lovt,
+# src/data/datasets/mimic_cxr/section_parser.py, itself from zenodo.org/record/3539363). Three rules, applied
+# in this order by normalize_section_name (LoVT: normalize_section_names):
+# 1. this table of exact (lower-cased) names, typos included (LoVT: ``frequent_sections``);
+SECTION_NAMES: dict[str, str] = {
+    "preamble": "preamble",
+    "impression": "impression",
+    "comparison": "comparison",
+    "indication": "indication",
+    "findings": "findings",
+    "examination": "examination",
+    "technique": "technique",
+    "history": "history",
+    "comparisons": "comparison",
+    "clinical history": "history",
+    "reason for examination": "indication",
+    "notification": "notification",
+    "reason for exam": "indication",
+    "clinical information": "history",
+    "exam": "examination",
+    "clinical indication": "indication",
+    "conclusion": "impression",
+    "chest, two views": "findings",
+    "recommendation(s)": "recommendations",
+    "type of examination": "examination",
+    "reference exam": "comparison",
+    "patient history": "history",
+    "addendum": "addendum",
+    "comparison exam": "comparison",
+    "date": "date",
+    "comment": "comment",
+    "findings and impression": "impression",
+    "wet read": "wet read",
+    "comparison film": "comparison",
+    "recommendations": "recommendations",
+    "findings/impression": "impression",
+    "pfi": "history",
+    "recommendation": "recommendations",
+    "wetread": "wet read",
+    "ndication": "impression",  # sic (LoVT's table)
+    "impresson": "impression",
+    "imprression": "impression",
+    "imoression": "impression",
+    "impressoin": "impression",
+    "imprssion": "impression",
+    "impresion": "impression",
+    "imperssion": "impression",
+    "mpression": "impression",
+    "impession": "impression",
+    "findings/ impression": "impression",
+    "finding": "findings",
+    "findins": "findings",
+    "findindgs": "findings",
+    "findgings": "findings",
+    "findngs": "findings",
+    "findnings": "findings",
+    "finidngs": "findings",
+    "idication": "indication",
+    "reference findings": "findings",
+    "comparision": "comparison",
+    "comparsion": "comparison",
+    "comparrison": "comparison",
+    "comparisions": "comparison",
 }
-_HEADER = re.compile(r"^[ \t]*([A-Z][A-Z /&()\-]{1,60}?)[ \t]*:", re.MULTILINE)
-# Only abbreviations that do not end sentences in reports ("measures 2 cm." and "prior AP." do).
+# 2. otherwise the first of these main sections that the name contains (LoVT: ``main_sections``);
+MAIN_SECTIONS = ("impression", "findings", "history", "comparison", "addendum")
+# 3. otherwise "findings" when the name contains one of these (a title describing the study; LoVT:
+#    ``p_findings``).
+FINDINGS_SUBSTRINGS = (
+    "chest",
+    "portable",
+    "pa and lateral",
+    "lateral and pa",
+    "ap and lateral",
+    "lateral and ap",
+    "frontal and",
+    "two views",
+    "frontal view",
+    "pa view",
+    "ap view",
+    "one view",
+    "lateral view",
+    "bone window",
+    "frontal upright",
+    "frontal semi-upright",
+    "ribs",
+    "pa and lat",
+)
+# A header: a new line, one space (MIMIC's report layout), upper case letters, spaces and ()/,- then a colon
+# and white space (LoVT: section_text's ``p_section``).
+_HEADER = re.compile(r"\n ([A-Z ()/,-]+):\s", re.DOTALL)
+# Studies LoVT leaves out (section_parser.custom_mimic_cxr_rules: reports whose sections its parser gets
+# wrong, listed with custom names or text spans; split_into_sections returns None for every one of them).
+LOVT_EXCLUDED_STUDIES = frozenset(
+    """s50913680 s59363654 s59279892 s59768032 s57936451 s50058765 s53356173 s53202765 s50808053
+    s51966317 s50743547 s56451190 s59067458 s59215320 s55124749 s54365831 s59087630 s58157373 s56482935
+    s58375018 s54654948 s55157853 s51491012 s50525523 s57564132 s59982525 s53488209 s54875119 s50196495
+    s56579911 s52648681 s59889364 s53514462 s59505494 s53182247 s51410602 s56412866 s54986978 s59003148
+    s57150433 s56760320 s59562049 s52674888 s55258338 s59330497 s52119491 s58235663 s50798377 s54168089
+    s53071062 s56724958 s54231141 s53607029 s52035334""".split()
+)
 _ABBREVIATIONS = {"dr", "mr", "mrs", "ms", "vs", "e.g", "i.e", "approx", "fig", "incl", "resp", "cf"}
 _ENUM = re.compile(r"(?:^|\n)[ \t]*(?:\d{1,2}[.)]|[-*\u2022])[ \t]+")
 
@@ -38,32 +125,53 @@ class TextModelUnavailableError(RuntimeError):
     """The BERT weights / tokenizer are neither a local folder nor in the Hugging Face cache."""
 
 
-def parse_sections(text: str) -> dict[str, str]:
-    """Split a report into its sections: upper-case header name -> body (whitespace-normalised).
+def normalize_section_name(name: str) -> str:
+    """A header's section name (lower case) by LoVT's three rules (see :data:`SECTION_NAMES`)."""
+    name = name.lower().strip()
+    if name in SECTION_NAMES:
+        return SECTION_NAMES[name]
+    for main in MAIN_SECTIONS:
+        if main in name:
+            return main
+    if any(part in name for part in FINDINGS_SUBSTRINGS):
+        return "findings"
+    return name
 
-    Text before the first header goes under ``""``. A repeated header's bodies are joined.
+
+def parse_sections(text: str) -> list[tuple[str, str]]:
+    """A report's sections in order, as ``(normalised name, body)``; the body is the raw text.
+
+    Mirrors LoVT's ``section_text`` (section_parser.py): a header is ``\\n`` + one space + upper-case name
+    + ``:`` + white space; the text before the first header is ``preamble`` (``full report`` when there is
+    no header); after a header the search for the next one resumes at the end of the header's line (a
+    header in the rest of that line is body text); empty ``findings`` / ``impression`` sections are
+    dropped (report titles such as ``CHEST, PA LATERAL:`` directly followed by another header).
     """
-    sections: dict[str, str] = {}
-    matches = list(_HEADER.finditer(text))
-    starts = [(m.start(), m.end(), m.group(1).strip()) for m in matches]
-    preamble = text[: starts[0][0]] if starts else text
-    if preamble.strip():
-        sections[""] = preamble.strip()
-    for i, (_, end, name) in enumerate(starts):
-        body_end = starts[i + 1][0] if i + 1 < len(starts) else len(text)
-        body = text[end:body_end].strip()
-        key = re.sub(r"\s+", " ", name)
-        sections[key] = (sections[key] + "\n" + body).strip() if key in sections else body
-    return sections
+    matches = []
+    m = _HEADER.search(text, 0)
+    while m:
+        matches.append(m)
+        newline = text.find("\n", m.end())
+        m = _HEADER.search(text, m.end() if newline == -1 else newline)
+    if not matches:
+        return [("full report", text)]
+    out = [("preamble", text[: matches[0].start(1)])]
+    for i, m in enumerate(matches):
+        end = matches[i + 1].start() if i + 1 < len(matches) else len(text)
+        out.append((normalize_section_name(m.group(1)), text[m.end() : end]))
+    return [(n, b) for n, b in out if not (n in ("findings", "impression") and not b.strip())]
 
 
 def findings_and_impression(text: str) -> dict[str, str]:
-    """The ``findings`` and ``impression`` sections of a report (empty strings when absent)."""
+    """The ``findings`` and ``impression`` bodies of a report (empty strings when absent).
+
+    As LoVT's ``split_into_sections`` (mimic_cxr_dataset.py): when a report has several sections of one
+    name, the last one is used.
+    """
     out = {"findings": "", "impression": ""}
-    for name, body in parse_sections(text).items():
-        canonical = SECTION_ALIASES.get(name)
-        if canonical and body:
-            out[canonical] = (out[canonical] + "\n" + body).strip() if out[canonical] else body
+    for name, body in parse_sections(text):
+        if name in out:
+            out[name] = body.strip()
     return out
 
 

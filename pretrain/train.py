@@ -94,7 +94,7 @@ def _datasets(cfg: PretrainConfig, pairs: PairSet, mean: float, std: float):
     from pretrain.data.dataset import PairDataset
 
     size = cfg.train.image_size
-    train = PairDataset(pairs.split("train"), size, mean, std, cfg.augment, cfg.sentences)
+    train = PairDataset(pairs.split("train"), size, mean, std, cfg.augment, cfg.sentences, train=True)
     val_records = pairs.split("validate")
     val = PairDataset(val_records, size, mean, std, None, cfg.sentences) if val_records else None
     return train, val

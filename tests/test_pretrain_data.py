@@ -19,7 +19,12 @@ from pretrain.data.manifest import read_manifest
 from pretrain.data.mimic import read_mimic
 from pretrain.data.records import PairDataError
 from pretrain.data.synthetic import ZONES, make_pair, vocabulary, write_synthetic_dataset
-from pretrain.text import count_tokens, findings_and_impression, parse_sections, split_sentences
+from pretrain.text import (
+    count_tokens,
+    findings_and_impression,
+    parse_sections,
+    split_sentences,
+)
 
 REPORT = """                                 FINAL REPORT
  EXAMINATION:  CHEST (PA AND LAT)
@@ -43,7 +48,10 @@ REPORT = """                                 FINAL REPORT
 
 def test_sections_and_sentences():
     sections = parse_sections(REPORT)
-    assert list(sections) == ["", "EXAMINATION", "INDICATION", "COMPARISON", "FINDINGS", "IMPRESSION"]
+    assert [n for n, _ in sections] == [
+        "preamble", "examination", "indication", "comparison", "findings", "impression"
+    ]
+    assert sections[0][1] == "                                 FINAL REPORT\n "  # LoVT: text[0:start(1)]
     parts = findings_and_impression(REPORT)
     assert parts["findings"].startswith("PA and lateral") and parts["impression"].startswith("1. Right")
     assert split_sentences(parts["findings"]) == [
@@ -58,8 +66,7 @@ def test_sections_and_sentences():
         "No acute process.",
     ]
     assert count_tokens(["No acute process."]) == 3 and count_tokens(["1.5 cm"]) == 3
-    # aliases map to the two sections; text without headers has none
-    assert findings_and_impression("CONCLUSION: Clear lungs.")["impression"] == "Clear lungs."
+    # text without headers has neither section
     assert findings_and_impression("Clear lungs, no effusion.") == {"findings": "", "impression": ""}
 
 
@@ -322,3 +329,24 @@ def test_sentence_swaps_keep_the_sentences():
         seen_change |= out != s
     assert seen_change
     assert swap_sentences(["only"], 0.4) == ["only"]
+
+
+def test_one_random_sentence_depends_on_the_split_not_on_augmentation(tmp_path):
+    from pretrain.config import TrainConfig, preset_config
+    from pretrain.train import _datasets
+
+    manifest = write_synthetic_dataset(tmp_path, n=12, size=64, seed=0)
+    pairs = read_manifest(manifest)
+    record = max(pairs.split("train"), key=lambda r: len(r.sentences))
+    assert len(record.sentences) >= 3
+    # convirt without augmentation (as --synthetic / --no-augment): training still draws sentences
+    cfg = preset_config("convirt", augment=AugmentConfig(enabled=False), train=TrainConfig(image_size=48))
+    assert cfg.sentences == "one_random" and not cfg.augment.enabled
+    train, val = _datasets(cfg, pairs, 0.5, 0.25)
+    i = train.records.index(record)
+    torch.manual_seed(0)
+    drawn = {train[i]["sentences"][0] for _ in range(40)}
+    assert len(drawn) >= 2 and drawn <= set(record.sentences)
+    # validation: always the same (first) sentence
+    j = next(k for k, r in enumerate(val.records) if len(r.sentences) >= 2)
+    assert {val[j]["sentences"][0] for _ in range(20)} == {val.records[j].sentences[0]}

@@ -184,3 +184,34 @@ def test_bench_pretrain_step_runs(capsys):
         if line.split() and line.split()[0] in PRESETS
     }
     assert set(rows) == set(PRESETS) and rows["clip"][2] == "1.00" and rows["clip"][-1] == "1.000"
+
+
+@pytest.mark.parametrize("preset", ["clip", "convirt"])
+def test_tokens_in_global_space_of_identical_entries_are_the_global_embedding(tiny_bert, preset):
+    """What the analysis uses for every preset: a region / sentence equal to all others of its sample maps
+    exactly onto the sample's global embedding (attention pooling: value + output projection; avg: itself)."""
+    folder, _, bert = tiny_bert
+    cfg = preset_config(
+        preset,
+        model=ModelConfig(
+            image_arch="resnet18", image_init="random", text_model=str(folder), proj_hidden=32, proj_dim=16, heads=2
+        ),
+    )
+    net = ImageTextModel(cfg.model, cfg.loss, bert).eval()
+    torch.manual_seed(0)
+    regions = torch.randn(3, 1, 512).expand(3, 6, 512)
+    pooled, _ = net._pool("image", regions, None)
+    with torch.no_grad():
+        tokens = net.tokens_in_global_space("image", regions)
+        expected = net.image_global_proj(pooled)
+    assert tokens.shape == (3, 6, 16)
+    assert torch.allclose(tokens, expected[:, None].expand_as(tokens), atol=1e-5)
+    sentences = torch.randn(2, 1, bert.config.hidden_size).expand(2, 4, -1).clone()
+    mask = torch.tensor([[True, True, True, False], [True, True, False, False]])
+    sentences[~mask] = 99.0  # padding: excluded from the pooling and left zero in the output
+    pooled, _ = net._pool("text", sentences, mask)
+    with torch.no_grad():
+        tokens = net.tokens_in_global_space("text", sentences, mask)
+        expected = net.text_global_proj(pooled)
+    assert torch.allclose(tokens[mask], expected[:, None].expand(2, 4, 16)[mask], atol=1e-5)
+    assert (tokens[~mask] == 0).all()

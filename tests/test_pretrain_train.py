@@ -3,6 +3,8 @@ is evaluated by the benchmark; the pretrain / analyze / ablate commands."""
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 from dataclasses import replace
 
@@ -111,7 +113,7 @@ def test_cli_ablate_then_analyze(tmp_path, data_root, capsys):
     common = ["--synthetic", "--synthetic-n", "20", "--synthetic-size", "64", "--device", "cpu", "--quiet"]
     rc = main(
         [
-            "ablate", "--presets", "clip,global_prior", "--tasks", "rsna_linear_100", "--bench-data", str(data_root),
+            "ablate", "--presets", "clip,lovt", "--tasks", "rsna_linear_100", "--bench-data", str(data_root),
             "--out", str(out), "--image-size", "64", "--epochs", "1", "--batch-size", "4", "--accumulate", "2",
             "--max-epochs", "0", "--no-lr-search", *common,
         ]
@@ -119,36 +121,54 @@ def test_cli_ablate_then_analyze(tmp_path, data_root, capsys):
     printed = capsys.readouterr().out
     assert rc == 0, printed
     table = printed[printed.index("test dice") :]
-    assert "clip" in table and "global_prior" in table and "rsna_linear_100" in table
+    assert "clip" in table and "lovt" in table and "rsna_linear_100" in table
     rows = (out / "ablation.csv").read_text().splitlines()
     assert rows[0] == "preset,task,metric,n_ok,n_failed,mean,std" and len(rows) == 3
     assert all(",1,0," in r for r in rows[1:])
-    for preset in ("clip", "global_prior"):
+    for preset in ("clip", "lovt"):
         info = json.loads((out / "pretrain" / preset / "backbone.json").read_text())
         assert (
             info["preset"] == preset and info["train"]["accumulate"] == 2 and info["train"]["batch_size"] == 4
         )
+    # the analysis beside the test metric: CSV (every number), Markdown (printed too) and a plot
+    joined = list(csv.DictReader(io.StringIO((out / "ablation-joined.csv").read_text())))
+    assert [r["preset"] for r in joined] == ["clip", "lovt"]
+    dice = {r["preset"]: float(r["mean"]) for r in csv.DictReader(io.StringIO("\n".join(rows)))}
+    for r in joined:
+        assert float(r["test:rsna_linear_100"]) == pytest.approx(dice[r["preset"]], abs=1e-6)
+        for key in ("features.image.per_sample_uniformity", "global_head.report.alignment_nearest"):
+            assert r[key] != "" and float(r[key]) == float(r[key])
+    assert joined[0]["local_head.image.per_sample_uniformity"] == ""  # clip has no local projections
+    assert float(joined[1]["local_head.image.alignment_to_attended_report"]) >= 0
+    md = (out / "ablation-joined.md").read_text()
+    assert md.splitlines()[0].startswith("| preset | global align | regions unif") and md in printed
+    assert (out / "ablation-joined.png").read_bytes()[:4] == b"\x89PNG"
+
+    # analyze prints the same local table (same rows, same columns) for clip and lovt
+    tables = {}
+    for preset in ("clip", "lovt"):
+        report = tmp_path / f"analysis-{preset}.json"
+        assert main(["analyze", "--backbone", str(out / "pretrain" / preset), "--json", str(report), *common]) == 0
+        printed = capsys.readouterr().out
+        tables[preset] = [line.split()[:2] for line in printed[printed.index("\nlocal ") :].splitlines()[1:7]]
+        result = json.loads(report.read_text())
+        assert 0 <= result["global"]["alignment"] <= 4
+        for space in ("features", "global_head"):
+            for side in ("image", "report"):
+                assert -4 * 2 <= result["local"][space][side]["per_sample_uniformity"] <= 0
+        assert 0 <= result["local"]["global_head"]["report"]["alignment_nearest"] <= 4
+    assert tables["clip"] == tables["lovt"] and len(tables["clip"]) == 6
+
+    checkpoint = out / "pretrain" / "lovt" / "work" / "epoch_1.pth"  # a checkpoint of the run
+    assert main(["analyze", "--backbone", str(checkpoint), *common]) == 0
+    assert "preset lovt, both modalities" in capsys.readouterr().out
 
     report = tmp_path / "analysis.json"
-    rc = main(
-        ["analyze", "--backbone", str(out / "pretrain" / "global_prior"), "--json", str(report), *common]
-    )
-    assert rc == 0
-    result = json.loads(report.read_text())
-    assert 0 <= result["global"]["alignment"] <= 4
-    assert result["local"]["image"]["per_sample_uniformity"] <= 0
-    assert result["local"]["report"]["per_sample_uniformity"] <= 0
-    assert result["global"]["report"]["std"] > 0
-
-    checkpoint = out / "pretrain" / "global_prior" / "work" / "epoch_1.pth"  # a checkpoint of the run
-    assert main(["analyze", "--backbone", str(checkpoint), *common]) == 0
-    assert "preset global_prior, both modalities" in capsys.readouterr().out
-
     rc = main(["analyze", "--backbone", "resnet18.random", "--json", str(report), *common])
     assert rc == 0
     image_only = json.loads(report.read_text())
     assert "report" not in image_only["global"] and "alignment" not in image_only["global"]
-    assert image_only["local"]["image"]["per_sample_uniformity"] <= 0
+    assert image_only["local"]["features"]["image"]["per_sample_uniformity"] <= 0
 
 
 def test_cli_errors(tmp_path, capsys):

@@ -83,7 +83,10 @@ class PairDataset(torch.utils.data.Dataset):
         image_size: side of the square model input.
         mean / std: grey-level normalisation (on [0, 1]).
         augment: augmentation settings; default: none (validation / analysis).
-        sentences: ``all`` or ``one_random`` (a random sentence per step, as ConVIRT).
+        sentences: ``all`` or ``one_random`` (one sentence of the report, as ConVIRT).
+        train: the training split: ``one_random`` draws a new random sentence at every step (with or
+            without augmentation); otherwise (validation, analysis) it is always the first sentence, so the
+            validation loss is the same at every epoch.
     """
 
     def __init__(
@@ -94,6 +97,8 @@ class PairDataset(torch.utils.data.Dataset):
         std: float,
         augment: AugmentConfig | None = None,
         sentences: str = "all",
+        *,
+        train: bool = False,
     ) -> None:
         if not records:
             raise ValueError("no pairs to train on")
@@ -104,6 +109,7 @@ class PairDataset(torch.utils.data.Dataset):
         self.mean, self.std = float(mean), float(std)
         self.augment = augment or AugmentConfig(enabled=False)
         self.sentences = sentences
+        self.train = bool(train)
         self.transform = build_image_transform(self.image_size, self.augment)
         self.metainfo = {"pairs": len(self.records)}
         self._warned: set[str] = set()
@@ -145,7 +151,8 @@ class PairDataset(torch.utils.data.Dataset):
         if self.augment.enabled:
             sentences = swap_sentences(sentences, self.augment.sentence_swap_p)
         if self.sentences == "one_random":
-            pick = torch.randint(len(sentences), ()).item() if self.augment.enabled else 0
+            # sampling depends on the split, not on augmentation (--no-augment / --synthetic train on all)
+            pick = torch.randint(len(sentences), ()).item() if self.train else 0
             sentences = [sentences[pick]]
         return {"image": image, "sentences": sentences, "index": index}
 

@@ -4,7 +4,8 @@ Columns / keys:
 
 - ``image`` (or ``image_path`` / ``path``): the image file (PNG, JPEG, ...), relative paths are relative
   to the manifest's folder;
-- ``report`` (or ``text``): the report; if it has ``FINDINGS:`` / ``IMPRESSION:`` headers only those
+- ``report`` (or ``text``): the report; if it has findings / impression headers (LoVT's section parser,
+  :func:`pretrain.text.parse_sections`, with each line's indentation made MIMIC's one space) only those
   sections are used, otherwise the whole text;
 - optional ``patient_id``, ``study_id`` (rows with the same study are one pair with several images, one
   drawn per step) and ``split`` (train / validate / test; default: a deterministic split by patient).
@@ -66,7 +67,8 @@ def _hash_split(key: str, val_fraction: float, test_fraction: float) -> str:
 
 def sentences_of(text: str) -> list[str]:
     """Findings + impression when the report has those headers, else the whole text, as sentences."""
-    parts = findings_and_impression(text)
+    # MIMIC's layout (what the section parser expects): every line starts with one space
+    parts = findings_and_impression("\n" + "\n".join(" " + line.lstrip() for line in text.splitlines()))
     if parts["findings"] or parts["impression"]:
         return split_sentences(parts["findings"]) + split_sentences(parts["impression"])
     return split_sentences(text)

@@ -10,8 +10,9 @@ Reports (MIMIC-CXR), one free-text report per study, either as the release zip o
 
     mimic-cxr-reports.zip  ->  files/p10/p10000032/s50414267.txt
 
-The protocol: frontal views (ViewPosition PA or AP); text = FINDINGS + IMPRESSION split into sentences;
-studies with neither section or fewer than 3 tokens are skipped; one frontal image per study is drawn at
+The protocol: frontal views (ViewPosition PA or AP); text = FINDINGS + IMPRESSION (as LoVT's section
+parser reads them, see :mod:`pretrain.text`) split into sentences; the studies LoVT excludes by its custom
+rules and studies with neither section or fewer than 3 tokens are skipped; one frontal image per study is drawn at
 random per step when a study has several. Every skipped study / image is counted with its reason.
 """
 
@@ -24,7 +25,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from pretrain.data.records import SPLIT_ALIASES, PairDataError, PairRecord, PairSet
-from pretrain.text import count_tokens, report_sentences
+from pretrain.text import LOVT_EXCLUDED_STUDIES, count_tokens, report_sentences
 
 SPLIT_FILE = "mimic-cxr-2.0.0-split.csv.gz"
 METADATA_FILE = "mimic-cxr-2.0.0-metadata.csv.gz"
@@ -170,6 +171,9 @@ def read_mimic(
             raise PairDataError(
                 f"{root / SPLIT_FILE}: study s{study} has images in several splits ({', '.join(sorted(splits))})"
             )
+        if f"s{study}" in LOVT_EXCLUDED_STUDIES:
+            out.skip("report excluded by LoVT (its custom rules for mis-parsed reports)", key)
+            continue
         text = read_report(key)
         if text is None:
             out.skip("report missing", key)
