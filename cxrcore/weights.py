@@ -187,7 +187,6 @@ class _Kind:
 _LIST, _DICT, _SET = _Kind("list"), _Kind("dict"), _Kind("set")
 _OBJ = _Kind("object")  # anything computed: a call's result, a storage
 _MARK = object()
-_LITERAL = (int, float, str, bytes, bool, type(None), tuple, _Glob)
 
 
 class _Node:
@@ -655,7 +654,7 @@ def unwrap(obj: object, path: Path) -> tuple[dict[str, torch.Tensor], str, tuple
             others = tuple(str(k)[:200] for k in obj if k != key)
             obj, container = inner, f"checkpoint[{key!r}]"
             break
-    state = {k: v for k, v in obj.items() if isinstance(v, torch.Tensor) and isinstance(k, str)}
+    state = {str(k): v for k, v in obj.items() if isinstance(v, torch.Tensor)}
     if not state:
         entries = ", ".join(str(k)[:80] for k in list(obj)[:12]) or "none"
         raise CheckpointError(
