@@ -367,8 +367,7 @@ def _resolve_file(spec: str, path: Path, norm: str, fmt: str | None, arch: str |
     if not path.is_file():
         raise BackboneError(f"backbone weights file not found: {path} (from spec '{spec}')")
     loaded = load_weights(path)
-    conv = fmts.convert(loaded.state, str(path), "torchvision" if arch else fmt)
-    arch = arch or infer_arch(list(conv.state))
+    conv, arch = validate_state(loaded.state, str(path), fmt, arch)
     declared = fmts.get_format(conv.format).normalization
     summary = conv.summary() | {"container": loaded.container}
     if loaded.placeholders:
@@ -465,8 +464,30 @@ def parse_spec(spec: str) -> BackboneInfo:
     return resolve(spec, load=False).info
 
 
-def check_and_load(model: nn.Module, state: Mapping[str, torch.Tensor], source: str) -> None:
-    """Load ``state`` into ``model`` strictly, with an error that lists what does not match."""
+def validate_state(
+    state: Mapping[str, torch.Tensor], source: str, fmt: str | None = None, arch: str | None = None
+) -> tuple[fmts.Conversion, str]:
+    """THE check of a weights file's tensors, for ``evaluate`` and ``inspect`` alike: convert them (format
+    ``fmt``, else detected; ``arch`` forces the torchvision layout of that ResNet), recognise the ResNet and
+    compare every key and shape with the encoder they will be loaded into.
+
+    Raises:
+        BackboneError: no known layout, unmapped image-encoder keys, missing / unexpected keys or shapes
+            (the message names ``source`` and the keys).
+    """
+    conv = fmts.convert(state, source, "torchvision" if arch else fmt)
+    arch = arch or infer_arch(list(conv.state))
+    with torch.device("meta"):  # the layout only: no memory, no initialisation cost
+        layout = ResNetFeatures(arch, conv.num_stages)
+    check_and_load(layout, conv.state, source, load=False)
+    return conv, arch
+
+
+def check_and_load(
+    model: nn.Module, state: Mapping[str, torch.Tensor], source: str, load: bool = True
+) -> None:
+    """Load ``state`` into ``model`` strictly (``load=False``: only check), with an error that lists what does
+    not match."""
     expected = model.state_dict()
     missing = sorted(k for k in expected if k not in state and not k.endswith("num_batches_tracked"))
     unexpected = sorted(k for k in state if k not in expected)
@@ -482,7 +503,8 @@ def check_and_load(model: nn.Module, state: Mapping[str, torch.Tensor], source: 
                 f"{source}: shape mismatch for key '{k}': file has {tuple(v.shape)}, "
                 f"model expects {tuple(expected[k].shape)}"
             )
-    model.load_state_dict(state, strict=False)
+    if load:
+        model.load_state_dict(state, strict=False)
 
 
 class ResNetFeatures(nn.Module):

@@ -20,6 +20,7 @@ from benchmark.backbones import (
     read_export_sidecar,
     resnet_levels,
     sha256_file,
+    validate_state,
 )
 from benchmark.pyramid import plan_levels
 from benchmark.weights import load_weights
@@ -103,6 +104,7 @@ def inspect_weights(path: str | os.PathLike, format: str | None = None) -> dict:
     listed (``ok`` is False)."""
     path = Path(path).expanduser()
     timm_name = None
+    error = None
     if format and format.startswith("timm:"):
         timm_name, format = format[len("timm:") :], None
     if path.is_dir():
@@ -157,11 +159,15 @@ def inspect_weights(path: str | os.PathLike, format: str | None = None) -> dict:
                 )
                 return report
         conv = fmt.convert(loaded.state, prefix)
-        try:
-            arch = infer_arch(list(conv.state))
+        try:  # approve exactly what evaluate accepts: its own check, on the same tensors
+            _, arch = validate_state(loaded.state, str(path), format)
         except BackboneError as e:
-            report.update(ok=False, format=fmt.name, error=str(e))
-            return report
+            error = str(e)
+            try:
+                arch = infer_arch(list(conv.state))
+            except BackboneError:
+                report.update(ok=False, format=fmt.name, error=error)
+                return report
         native = resnet_levels(arch, conv.num_stages)
         report.update(
             format=fmt.name,
@@ -178,10 +184,12 @@ def inspect_weights(path: str | os.PathLike, format: str | None = None) -> dict:
         ignored={reason: {"count": len(keys), "examples": keys[:5]} for reason, keys in conv.ignored.items()},
         unmapped=sorted(conv.unmapped),
         levels=[lv.describe() for lv in plan_levels(native)],
-        ok=not conv.unmapped,
+        ok=error is None,
     )
     if conv.unmapped:
         report["error"] = f"{len(conv.unmapped)} image-encoder key(s) map to nothing cxrbench knows"
+    elif error is not None:
+        report["error"] = error
     report["_state"] = conv.state  # for --export; removed before printing
     return report
 
@@ -194,13 +202,27 @@ def _unrecognised(state: dict) -> str:
     )
 
 
-def export_state(state: dict[str, torch.Tensor], out: str | os.PathLike) -> Path:
-    """Write converted weights as a plain safetensors file (torchvision / timm key layout)."""
+def export_state(state: dict[str, torch.Tensor], out: str | os.PathLike, timm_arch: str | None = None) -> Path:
+    """Write converted weights as a plain safetensors file (torchvision / timm key layout).
+
+    Raises:
+        BackboneError: ``evaluate`` would reject the file (e.g. an encoder that ends at layer3 has no
+            torchvision layout); nothing is written.
+    """
     from safetensors.torch import save_file
 
     out = Path(out)
     if out.suffix != ".safetensors":
         raise BackboneError(f"--export writes safetensors: give a path ending in .safetensors, not {out}")
+    try:  # the check evaluate makes when it reads the exported file
+        if timm_arch is not None:
+            from benchmark import timm_backbones as tb
+
+            tb.check_state(timm_arch, state, str(out))
+        else:
+            validate_state(state, str(out))
+    except BackboneError as e:
+        raise BackboneError(f"not exported, evaluate would reject the file: {e}") from e
     out.parent.mkdir(parents=True, exist_ok=True)
     save_file({k: v.contiguous() for k, v in state.items()}, str(out))
     return out
@@ -250,6 +272,8 @@ def format_report(report: dict) -> str:
     )
     if report["unmapped"]:
         lines.append(f"ERROR         {report['error']}: {fmts.show_keys(report['unmapped'], 20)}")
+    elif not report["ok"]:
+        lines.append(f"ERROR         {report['error']}")
     else:
         lines.append(f"spec          {report['spec']}")
     return "\n".join(lines)

@@ -327,7 +327,12 @@ def _cmd_inspect(args) -> int:
     if not report["ok"]:
         return 1
     if args.export:
-        out = export_state(state, args.export)
+        timm_arch = report["arch"][len("timm:") :] if report["format"] == "timm" else None
+        try:
+            out = export_state(state, args.export, timm_arch)
+        except BackboneError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 1
         print(
             f"exported {len(state)} tensors (plain {report['format'] == 'timm' and 'timm' or 'torchvision'} layout) to {out}"
         )

@@ -44,7 +44,7 @@ import numpy as np
 from benchmark.claims import try_claim
 from tasks.io import write_json_atomic
 
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2  # 2: entries hold what CXRBackbone.forward returns (declared input norm, resampled levels)
 ENV_VAR = "CXRBENCH_FEATURE_CACHE"
 DIR_NAME = "feature_cache"
 

@@ -195,7 +195,9 @@ def _convert_torchvision(state: Mapping[str, torch.Tensor], prefix: str) -> Conv
             conv.ignored.setdefault("classifier (fc) keys", []).append(k)
         else:
             conv.state[k] = v  # anything else is checked against the architecture by check_and_load
-    conv.num_stages = 4 if any(k.startswith("layer4.") for k in conv.state) else 3
+    # always the whole ResNet: a file without layer4 is reported with its missing keys (only formats whose
+    # encoder really ends at layer3, MedKLIP, have three stages)
+    conv.num_stages = 4
     return conv
 
 

@@ -129,7 +129,7 @@ def export_backbone(
 
 
 def load_backbone_state(path: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """Read an exported backbone (safetensors) back as a state dict."""
-    from safetensors.torch import load_file
+    """Read an exported backbone (safetensors) back as a state dict (through cxrbench's one loader)."""
+    from cxrcore.weights import load_safetensors
 
-    return load_file(str(path), device="cpu")
+    return load_safetensors(path)

@@ -138,16 +138,10 @@ def _weights_dir() -> Path:
 
 
 def _read_state_dict(path: Path) -> dict[str, Tensor]:
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
+    """The tensors of a weights file, through cxrbench's one hardened loader (never runs code from it)."""
+    from cxrcore.weights import load_weights
 
-        return load_file(str(path), device="cpu")
-    obj = torch.load(path, map_location="cpu", weights_only=True)
-    for key in ("state_dict", "model", "model_state_dict"):
-        if isinstance(obj, dict) and isinstance(obj.get(key), dict):
-            obj = obj[key]
-            break
-    return {k: v for k, v in obj.items() if isinstance(v, Tensor)}
+    return load_weights(path).state  # errors: cxrcore.weights.CheckpointError (a ValueError naming the file)
 
 
 def strip_prefixes(state: dict[str, Tensor]) -> dict[str, Tensor]:
@@ -182,12 +176,16 @@ def imagenet_state_dict(arch: str) -> dict[str, Tensor]:
     )
     if offline():
         raise ImageWeightsUnavailableError(f"ImageNet weights for {arch} are not on disk (offline): {how}")
-    try:
-        return enum.get_state_dict(progress=False)
+    target = _weights_dir() / filename
+    try:  # download only: torch.hub.load_state_dict_from_url would unpickle with weights_only=False
+        target.parent.mkdir(parents=True, exist_ok=True)
+        sha_prefix = filename.rsplit("-", 1)[-1].split(".")[0]
+        torch.hub.download_url_to_file(enum.url, str(target), hash_prefix=sha_prefix, progress=False)
     except Exception as e:  # URLError, HTTPError, hash mismatch
         raise ImageWeightsUnavailableError(
             f"ImageNet weights for {arch} could not be downloaded ({e}): {how}"
         ) from e
+    return _read_state_dict(target)
 
 
 class ImageEncoder(nn.Module):

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import torch
 
+from cxrcore.weights import CheckpointError, load_checkpoint, mmengine_path
 from pretrain.config import PRESETS, PretrainConfig
 from pretrain.data.records import PairSet
 from pretrain.export import export_backbone, versions, write_json_atomic
@@ -212,9 +213,7 @@ def pretrain(
             out_dir, out_dir / "backbone.safetensors", sidecar_path, runner.epoch, None, history
         )
     if checkpoint.exists():
-        state = torch.load(checkpoint, map_location="cpu")[
-            "state_dict"
-        ]  # weights_only=True (torch's default)
+        state = load_checkpoint(checkpoint)[0]["state_dict"]
         from pretrain.engine import unwrap
 
         unwrap(runner.model).load_state_dict(state)
@@ -337,6 +336,8 @@ def _build_runner(
         ),
         randomness=dict(seed=t.seed, deterministic=False),
         resume=resume,
+        # mmengine would read the checkpoint with a bare torch.load: hand it cxrbench's one loader instead
+        load_from=mmengine_path((out_dir / "work" / "last_checkpoint").read_text().strip()) if resume else None,
         log_level="INFO" if verbose else "WARNING",
         log_processor=dict(by_epoch=True),
         visualizer=dict(type="Visualizer", vis_backends=[dict(type="LocalVisBackend")], name=name),
@@ -381,7 +382,10 @@ def load_run(run_dir: str | os.PathLike, checkpoint: str | os.PathLike | None = 
         )
     tokenizer, bert = load_text_model(cfg.model.text_model)
     net = ImageTextModel(replace(cfg.model, image_init="random"), cfg.loss, bert)
-    state = torch.load(ckpt, map_location="cpu")["state_dict"]  # weights_only=True (torch's default)
+    try:
+        state = load_checkpoint(ckpt)[0]["state_dict"]
+    except (CheckpointError, KeyError, TypeError) as e:
+        raise PretrainError(f"{ckpt}: not a checkpoint of this pretraining run ({e})") from e
     state = {k[len("net.") :]: v for k, v in state.items() if k.startswith("net.")}
     net.load_state_dict(state)
     return net.eval(), tokenizer, cfg, config["normalization"]

@@ -91,11 +91,11 @@ class CachedBackbone(CXRBackbone):
         return h.hexdigest()
 
     @torch.no_grad()
-    def encode(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """All of C0..C5 for normalised images (what ``forward`` would select from)."""
-        if x.shape[1] == 1:
-            x = x.expand(-1, 3, -1, -1)
-        return self.encoder(x)
+    def encode(self, x: torch.Tensor) -> dict[int, torch.Tensor]:
+        """The run's levels for normalised images: exactly what the uncached ``forward`` returns (with the
+        encoder's declared input convention; levels it lacks, e.g. C5 of an encoder that ends at layer3,
+        resampled from their source level)."""
+        return dict(zip(self.out_indices, CXRBackbone.forward(self, x)))  # its declared input norm too
 
     def release_encoder(self) -> None:
         """Drop the encoder once the features are cached (frees its memory; checkpoints get smaller)."""

@@ -15,6 +15,7 @@ from mmengine.runner import Runner
 
 from benchmark.openmmlab.feature_cache import FeatureCacheHook
 from benchmark.openmmlab.hooks import HistoryHook
+from cxrcore.weights import mmengine_path
 
 
 @dataclass
@@ -93,7 +94,7 @@ def _train_and_test(cfg: ConfigDict, monitor: str) -> RunOutcome:
             barrier()  # DDP: rank 0 has finished writing the checkpoints before any rank reads one
             best_ckpt = runner.message_hub.get_info("best_ckpt")
             if best_ckpt and os.path.exists(best_ckpt):
-                runner.load_checkpoint(best_ckpt)
+                runner.load_checkpoint(mmengine_path(best_ckpt))  # through cxrbench's one loader
             else:  # no epoch produced a valid monitored value (e.g. NaN): test the final weights
                 best_ckpt = None
         test = _strip(runner.test())
