@@ -91,11 +91,11 @@ class CachedBackbone(CXRBackbone):
         return h.hexdigest()
 
     @torch.no_grad()
-    def encode(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """All of C0..C5 for normalised images (what ``forward`` would select from)."""
-        if x.shape[1] == 1:
-            x = x.expand(-1, 3, -1, -1)
-        return self.encoder(x)
+    def encode(self, x: torch.Tensor) -> dict[int, torch.Tensor]:
+        """The levels ``out_indices`` for preprocessed images, exactly as ``forward`` computes them (the
+        backbone's own input convention, the encoder's resolution and the parameter-free resampling
+        included)."""
+        return dict(zip(self.out_indices, CXRBackbone.forward(self, x)))
 
     def release_encoder(self) -> None:
         """Drop the encoder once the features are cached (frees its memory; checkpoints get smaller)."""
