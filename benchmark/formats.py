@@ -433,14 +433,42 @@ VIT_KEY = re.compile(
     r"^(cls_token|pos_embed|patch_embed\.proj\.(weight|bias)|norm_pre\.(weight|bias)|norm\.(weight|bias)"
     r"|blocks\.\d+\.(norm1|norm2|attn\.qkv|attn\.proj|mlp\.fc1|mlp\.fc2)\.(weight|bias)|blocks\.\d+\.ls[12]\.gamma)$"
 )
-# transformers/models/swin/modeling_swin.py (huggingface/transformers): SwinModel's keys
+# transformers/models/swin/modeling_swin.py (huggingface/transformers): SwinModel's keys as released
+# (transformers 4.x, e.g. MedCLIP's pytorch_model.bin); the canonical layout of family "swin-hf"
 SWIN_KEY = re.compile(
     r"^(embeddings\.(patch_embeddings\.projection|norm)\.(weight|bias)|layernorm\.(weight|bias)"
     r"|encoder\.layers\.\d+\.downsample\.(reduction\.weight|norm\.(weight|bias))"
     r"|encoder\.layers\.\d+\.blocks\.\d+\.(layernorm_before|layernorm_after|attention\.self\.(query|key|value)"
     r"|attention\.output\.dense|intermediate\.dense|output\.dense)\.(weight|bias)"
-    r"|encoder\.layers\.\d+\.blocks\.\d+\.attention\.self\.relative_position_(bias_table|index))$"
+    r"|encoder\.layers\.\d+\.blocks\.\d+\.attention\.self\.relative_position_bias_table)$"
 )
+# transformers 5 renamed them (transformers/conversion_mapping.py, entry "swin": released name -> new name);
+# files saved by transformers >= 5 are read back to the released names
+SWIN_RENAMES = (
+    ("attention.self.relative_position_bias_table", "attention.relative_position_bias.relative_position_bias_table"),
+    ("attention.self.query", "attention.q_proj"),
+    ("attention.self.key", "attention.k_proj"),
+    ("attention.self.value", "attention.v_proj"),
+    ("attention.output.dense", "attention.o_proj"),
+    ("intermediate.dense", "mlp.fc1"),
+    ("output.dense", "mlp.fc2"),
+)
+
+
+def swin_to_released(rest: str) -> str:
+    for released, new in SWIN_RENAMES:
+        if f".{new}." in f".{rest}.":
+            return rest.replace(new, released)
+    return rest
+
+
+def swin_to_new(rest: str) -> str:
+    for released, new in SWIN_RENAMES:
+        if f".{released}." in f".{rest}.":
+            return rest.replace(released, new)
+    return rest
+
+
 # Keys of CLIP-style text towers and the contrastive temperature (open_clip / OpenAI CLIP layouts).
 _CLIP_OUTSIDE = {
     r"(.*\.)?(text\.|transformer\.|token_embedding\.|positional_embedding$|ln_final\.|text_projection|attn_mask$)": "text encoder keys",
@@ -542,6 +570,11 @@ _DINOV2_RENAME = (
     (r"encoder\.layer\.(\d+)\.norm([12])\.(weight|bias)", r"blocks.\1.norm\2.\3"),
     (r"encoder\.layer\.(\d+)\.attention\.attention\.(query|key|value)\.(weight|bias)", r"blocks.\1.attn.\2.\3"),
     (r"encoder\.layer\.(\d+)\.attention\.output\.dense\.(weight|bias)", r"blocks.\1.attn.proj.\2"),
+    # the same weights as saved by transformers >= 5 (transformers/conversion_mapping.py, "Dinov2Model")
+    (r"encoder\.layer\.(\d+)\.attention\.q_proj\.(weight|bias)", r"blocks.\1.attn.query.\2"),
+    (r"encoder\.layer\.(\d+)\.attention\.k_proj\.(weight|bias)", r"blocks.\1.attn.key.\2"),
+    (r"encoder\.layer\.(\d+)\.attention\.v_proj\.(weight|bias)", r"blocks.\1.attn.value.\2"),
+    (r"encoder\.layer\.(\d+)\.attention\.o_proj\.(weight|bias)", r"blocks.\1.attn.proj.\2"),
     (r"encoder\.layer\.(\d+)\.layer_scale([12])\.lambda1", r"blocks.\1.ls\2.gamma"),
     (r"encoder\.layer\.(\d+)\.mlp\.(fc[12])\.(weight|bias)", r"blocks.\1.mlp.\2.\3"),
 )
@@ -645,8 +678,10 @@ def _convert_mgca_vit(state: Mapping[str, torch.Tensor], prefix: str) -> Convers
 
 
 def _detect_medclip_swin(keys: Iterable[str]) -> str | None:
-    return _find_prefix(
-        keys, r"vision_model\.model\.", probe="encoder.layers.0.blocks.0.attention.self.query.weight"
+    keys = list(keys)
+    marker = r"vision_model\.model\."
+    return _find_prefix(keys, marker, probe="encoder.layers.0.blocks.0.attention.self.query.weight") or (
+        _find_prefix(keys, marker, probe="encoder.layers.0.blocks.0.attention.q_proj.weight")
     )
 
 
@@ -662,8 +697,15 @@ def _convert_medclip_swin(state: Mapping[str, torch.Tensor], prefix: str) -> Con
         prefix[: -len("model.")],
         {"projection_head.": "projection-head keys"},
         {r"(.*\.)?text_model\.": "text encoder keys", r"(.*\.)?logit_scale$": "logit scale / bias"},
+        rename=lambda rest: None if rest.endswith("relative_position_index") else swin_to_released(rest),
         valid=SWIN_KEY,
     )
+    # relative_position_index: a buffer computed from the window size (not a weight; transformers 5 no longer
+    # saves it); the model builds its own
+    derived = [k for k in conv.unmapped if k.endswith(".relative_position_index")]
+    conv.unmapped = [k for k in conv.unmapped if k not in derived]
+    if derived:
+        conv.ignored["derived buffers (relative_position_index, rebuilt from the window size)"] = derived
     conv.family = "swin-hf"
     conv.hints = {"eps": 1e-5}
     return conv

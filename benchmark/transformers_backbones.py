@@ -221,6 +221,12 @@ class SwinFeatures(nn.Module):
         )
         self.model = SwinModel(hf, add_pooling_layer=False)
         if state is not None:
+            from benchmark.formats import swin_to_new
+
+            own = self.model.state_dict()
+            if "encoder.layers.0.blocks.0.attention.self.query.weight" not in own:  # transformers >= 5 names
+                state = {swin_to_new(k): v for k, v in state.items()}
+            state = dict(state) | {k: v for k, v in own.items() if k.endswith("relative_position_index")}
             _strict_load(self.model, state, source)
         self.native = native_levels(c)
 
