@@ -427,6 +427,20 @@ def _folder_hints(folder: Path) -> tuple[dict, fmts.InputNorm | None]:
     return hints, norm
 
 
+def converted_architecture(
+    conv: fmts.Conversion, hints: dict, source: str, arch: str | None = None
+) -> tuple[str, dict[int, tuple[int, float]], dict | None]:
+    """(arch, native levels, transformer config or None) of a converted checkpoint."""
+    if conv.family == "resnet":
+        arch = arch or infer_arch(list(conv.state))
+        return arch, resnet_levels(arch, conv.num_stages), None
+    from benchmark import transformers_backbones as tfb
+
+    hints = {"resolution": fmts.get_format(conv.format).resolution} | conv.hints | hints
+    encoder = tfb.encoder_config(conv.family, conv.state, hints, source)
+    return tfb.arch_name(encoder), tfb.native_levels(encoder), encoder
+
+
 def _resolve_file(spec: str, path: Path, norm: str, fmt: str | None, arch: str | None) -> _Resolved:
     hints: dict = {}
     folder_norm = None
@@ -446,17 +460,7 @@ def _resolve_file(spec: str, path: Path, norm: str, fmt: str | None, arch: str |
     declared = fmts.get_format(conv.format).normalization
     if folder_norm is not None and declared is not None:  # the released folder's own preprocessing wins
         declared = fmts.InputNorm(declared.name, folder_norm.mean, folder_norm.std, folder_norm.source)
-    encoder = None
-    if conv.family != "resnet":
-        from benchmark import transformers_backbones as tfb
-
-        fmt_res = fmts.get_format(conv.format).resolution
-        encoder = tfb.encoder_config(conv.family, conv.state, {"resolution": fmt_res} | conv.hints | hints, str(path))
-        arch = tfb.arch_name(encoder)
-        native = tfb.native_levels(encoder)
-    else:
-        arch = arch or infer_arch(list(conv.state))
-        native = resnet_levels(arch, conv.num_stages)
+    arch, native, encoder = converted_architecture(conv, hints, str(path), arch)
     summary = conv.summary() | {"container": loaded.container}
     if loaded.placeholders:
         summary["not_loaded_objects"] = list(loaded.placeholders)
@@ -635,6 +639,27 @@ def build_encoder(spec: str | BackboneInfo) -> tuple[nn.Module, BackboneInfo]:
     elif info.tag == "file":
         check_and_load(model, r.state, info.path)
     return model, info
+
+
+def encoder_input(info: BackboneInfo, task_size: int) -> dict:
+    """At which resolution the encoder runs in a run of a task prepared at ``task_size`` px (for records)."""
+    out: dict = {
+        "resolution": info.resolution or task_size,
+        "task_size": task_size,
+        "resized": bool(info.resolution and info.resolution != task_size),
+    }
+    if info.resolution:
+        out["how"] = f"input resized to {info.resolution} px (bilinear) before the encoder (SPEC#res)"
+    if info.encoder:
+        e = info.encoder
+        out["train_resolution"] = e["train_resolution"]
+        if e["family"] == "vit":
+            grid = (info.resolution or task_size) // e["patch"]
+            out["token_grid"] = grid
+            out["pos_embed"] = (
+                "as trained" if grid == e["train_grid"] else f"{e['train_grid']}x{e['train_grid']} -> {grid}x{grid}: {e['pos_embed']}"
+            )
+    return out
 
 
 def normalization_plan(

@@ -325,9 +325,11 @@ def _cmd_inspect(args) -> int:
         return 1
     if args.export:
         out = export_state(state, args.export)
-        print(
-            f"exported {len(state)} tensors (plain {report['format'] == 'timm' and 'timm' or 'torchvision'} layout) to {out}"
+        family = (report.get("encoder") or {}).get("family")
+        layout = {"vit": "timm VisionTransformer", "swin-hf": "transformers SwinModel"}.get(family) or (
+            "timm" if report["format"] == "timm" else "torchvision"
         )
+        print(f"exported {len(state)} tensors (plain {layout} layout) to {out}")
     return 0
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmark.backbones import BackboneInfo, normalization_plan, parse_spec
+from benchmark.backbones import BackboneInfo, encoder_input, normalization_plan, parse_spec
 from benchmark.records import SCHEMA_VERSION, read_record, record_path, run_key, versions, write_record
 from tasks.prepare import DEFAULT_SIZE, load_manifest, prepared_dir
 from tasks.registry import TaskSpec
@@ -230,6 +230,7 @@ def execute(run: PlannedRun, out_dir, options: RunOptions) -> dict:
             "subsets": run.manifest.get("subsets"),
         },
         "split_hash": run.manifest["split_hash"],
+        "encoder_input": encoder_input(run.backbone, task.size),
         "normalization": normalization_plan(run.backbone, r.mean, r.std, "prepared train statistics")[
             "record"
         ],
