@@ -220,6 +220,7 @@ class SwinFeatures(nn.Module):
             drop_path_rate=0.0,
         )
         self.model = SwinModel(hf, add_pooling_layer=False)
+        self.config = dict(c)
         if state is not None:
             from benchmark.formats import swin_to_new
 
@@ -231,6 +232,15 @@ class SwinFeatures(nn.Module):
         self.native = native_levels(c)
 
     def forward(self, x: torch.Tensor) -> dict[int, torch.Tensor]:
+        c = self.config
+        reduction = c["patch"] * 2 ** (len(c["depths"]) - 1)
+        if min(x.shape[-2:]) < c["window_size"] * reduction <= c["train_resolution"]:
+            # transformers shrinks the window of a stage smaller than it, but not its relative-position bias
+            raise BackboneError(
+                f"this Swin (window {c['window_size']}, last stage at stride {reduction}) needs inputs of at "
+                f"least {c['window_size'] * reduction} px, got {tuple(x.shape[-2:])}: prepare the data at that "
+                "size (--size) or run the encoder there (SPEC#res=N)"
+            )
         out = self.model(
             pixel_values=x, output_hidden_states=True, output_hidden_states_before_downsampling=True
         )

@@ -19,7 +19,7 @@ from transformer_checkpoints import (
     make_rad_dino,
 )
 
-from benchmark.backbones import CXRBackbone, build_encoder, parse_spec
+from benchmark.backbones import BackboneError, CXRBackbone, build_encoder, parse_spec
 from benchmark.formats import FormatError, UnmappedKeysError
 
 pytest.importorskip("timm")
@@ -188,6 +188,9 @@ def test_medclip_swin_stages(tmp_path, released):
     for k in (2, 3, 4, 5):
         assert torch.equal(got[k], ref[k])  # it is transformers' SwinModel
     assert info.normalization["name"] == "medclip" and abs(info.normalization["mean"][0] - 0.5863) < 1e-4
+    enc, _ = build_encoder(str(path))
+    with pytest.raises(BackboneError, match="needs inputs of at least 64 px"):
+        enc(torch.randn(1, 3, 32, 32))  # the last stage (1 x 1) would be smaller than the window (2)
 
 
 def test_unknown_image_encoder_key_is_an_error(tmp_path):

@@ -240,7 +240,13 @@ class FeatureCacheHook(Hook):
             return
         started = time.time()
         levels = [i for i in backbone.out_indices if i != 0]
-        encoder = {"arch": backbone.info.arch, "weights_digest": backbone.weights_digest()}
+        encoder = {
+            "arch": backbone.info.arch,
+            "weights_digest": backbone.weights_digest(),
+            # what CXRBackbone.forward applies besides the weights
+            "input_norm": None if backbone.input_mean is None else [backbone.input_mean.flatten().tolist(), backbone.input_std.flatten().tolist()],
+            "resolution": backbone.resolution,
+        }
         entries, reports = [], {}
         with _rng_preserved():
             for subset_name in SUBSETS:
