@@ -242,3 +242,26 @@ def test_pyramid_frozen_and_resolution_option(tmp_path):
     with pytest.raises(Exception, match="unknown option 'size'"):
         parse_spec(f"{path}#size=518")
     assert parse_spec(f"{path}#norm=task,res=448").resolution == 448
+
+
+def test_cli_backbones_and_inspect_explain_them(tmp_path, capsys):
+    from benchmark.cli import main
+
+    assert main(["backbones"]) == 0
+    listing = capsys.readouterr().out
+    for name in ("rad-dino", "biomedclip", "chexzero", "mrm", "mgca-vit", "medclip-swin"):
+        assert f"  {name}" in listing
+    assert "trained at 518 px" in listing and "SPEC#res=N" in listing
+    folder = tmp_path / "rad-dino"
+    make_rad_dino(folder, image_size=56)
+    assert main(["inspect", str(folder)]) == 0
+    out = capsys.readouterr().out
+    assert "format        rad-dino - RAD-DINO (Hugging Face Dinov2)" in out
+    assert "transformer   vit: patch 14, 2 blocks of 64, 2 heads; trained at 56 px" in out
+    assert "tokens        last block's patch tokens after the final LayerNorm" in out
+    assert "pos. embed.   bicubic (timm resample_abs_pos_embed" in out
+    assert "ignored           1 mask token" in out
+    assert f"spec          rad-dino:{folder / 'model.safetensors'}" in out
+    export = tmp_path / "rad_dino_vit.safetensors"
+    assert main(["inspect", str(folder), "--export", str(export)]) == 0
+    assert "plain timm VisionTransformer layout" in capsys.readouterr().out
