@@ -398,6 +398,7 @@ def _folder_hints(folder: Path) -> tuple[dict, fmts.InputNorm | None]:
     """What a Hugging Face / open_clip folder's JSON files say that the weights cannot: attention heads,
     LayerNorm eps and activation (config.json), and the input convention (preprocessor_config.json,
     open_clip_config.json)."""
+
     def read(name: str) -> dict:
         try:
             data = json.loads((folder / name).read_text())
@@ -407,6 +408,8 @@ def _folder_hints(folder: Path) -> tuple[dict, fmts.InputNorm | None]:
 
     hints: dict = {}
     config = read("config.json")
+    if config.get("model_type") not in ("dinov2", "swin", "vit"):  # e.g. the text model of a BioViL folder
+        config = {}
     if isinstance(config.get("num_attention_heads"), int):
         hints["num_heads"] = config["num_attention_heads"]
     if isinstance(config.get("layer_norm_eps"), (int, float)):
@@ -418,7 +421,7 @@ def _folder_hints(folder: Path) -> tuple[dict, fmts.InputNorm | None]:
     norm = None
     for name, getter in (
         ("preprocessor_config.json", lambda d: (d.get("image_mean"), d.get("image_std"))),
-        ("open_clip_config.json", lambda d: ((d.get("preprocess_cfg") or {}).get("mean"), (d.get("preprocess_cfg") or {}).get("std"))),
+        ("open_clip_config.json", lambda d: tuple((d.get("preprocess_cfg") or {}).get(k) for k in ("mean", "std"))),
     ):
         mean, std = getter(read(name))
         if isinstance(mean, list) and isinstance(std, list) and len(mean) == len(std) == 3:
