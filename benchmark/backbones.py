@@ -34,7 +34,7 @@ import shutil
 import tempfile
 import urllib.request
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
@@ -66,6 +66,12 @@ KNOWN_FILES = {
     "biovil_t_image_model_proj_size_128.pt": "biovil-t",
 }
 NORM_CHOICES = ("task", "declared", *fmts.NAMED_NORMS)
+HF_PREFERRED = (
+    "model.safetensors",
+    "open_clip_model.safetensors",
+    "pytorch_model.bin",
+    "open_clip_pytorch_model.bin",
+)
 
 
 class BackboneKeyError(BackboneError):
@@ -113,12 +119,17 @@ class BackboneInfo:
     normalization: dict | None = None  # the input convention used instead of the task statistics, if any
     conversion: dict | None = None  # what the format conversion mapped and ignored
     provenance: dict | None = None  # from the JSON sidecar of a `cxrbench pretrain` export (preset, ...)
+    # transformers (benchmark.transformers_backbones): architecture, training resolution, how tokens and
+    # position embeddings are used
+    encoder: dict | None = None
+    resolution: int | None = None  # SPEC#res=N: the encoder runs on the input resized to N px (else: as given)
 
     @property
     def name(self) -> str:
         """A file-system friendly name for output folders."""
+        at = f"@{self.resolution}px" if self.resolution else ""
         if self.tag != "file":
-            return re.sub(r"[^A-Za-z0-9_.-]+", "-", f"{self.arch}.{self.tag}")
+            return re.sub(r"[^A-Za-z0-9_.@-]+", "-", f"{self.arch}.{self.tag}{at}")
         path = Path(self.path or "weights")
         # exports named generically (OUT/backbone.safetensors of `cxrbench pretrain`) take their run folder's name
         stem = (
@@ -126,7 +137,7 @@ class BackboneInfo:
             if path.stem in ("backbone", "model", "weights") and path.parent.name
             else path.stem
         )
-        return f"{re.sub(r'[^A-Za-z0-9_.-]+', '_', stem)}-{(self.sha256 or '')[:8]}"
+        return f"{re.sub(r'[^A-Za-z0-9_.-]+', '_', stem)}-{(self.sha256 or '')[:8]}{at}"
 
     def to_dict(self) -> dict:
         return asdict(self) | {"name": self.name}
@@ -145,6 +156,14 @@ class BackboneInfo:
             )
         elif self.tag != "file":
             parts.append(f"{self.tag} weights")
+        if self.encoder:
+            e = self.encoder
+            parts.append(
+                f"{e['family']} trained at {e['train_resolution']} px, runs at "
+                + (f"{self.resolution} px (input resized)" if self.resolution else "the task's input size")
+                + "; levels: "
+                + ", ".join(self.levels[2:])
+            )
         if self.provenance:
             p = self.provenance
             parts.append(
@@ -268,17 +287,33 @@ def _levels_fields(native: Mapping[int, tuple[int, int]]) -> dict:
     )
 
 
-def _split_options(spec: str) -> tuple[str, str]:
-    """``SPEC#norm=NAME`` -> (``SPEC``, ``NAME``); the default is ``declared``."""
-    m = re.fullmatch(r"(.+)#norm=([\w-]+)", spec)
+SPEC_OPTIONS = ("norm", "res")
+
+
+def _split_options(spec: str) -> tuple[str, str, int | None]:
+    """``SPEC#norm=NAME#res=N`` (also ``#norm=NAME,res=N``) -> (``SPEC``, ``NAME``, ``N``).
+
+    ``norm`` defaults to ``declared``; ``res`` (the side the encoder runs at) to None: the input as it comes.
+    """
+    m = re.fullmatch(r"(.+?)#((?:\w+=[\w-]+[#,]?)+)", spec)
     if not m or os.path.exists(spec):
-        return spec, "declared"
-    base, norm = m.groups()
+        return spec, "declared", None
+    base, text = m.groups()
+    options = {}
+    for item in filter(None, re.split(r"[#,]", text)):
+        key, _, value = item.partition("=")
+        if key not in SPEC_OPTIONS:
+            raise BackboneError(f"unknown option '{key}' in spec '{spec}'; options: {', '.join(SPEC_OPTIONS)}")
+        options[key] = value
+    norm = options.get("norm", "declared")
     if norm not in NORM_CHOICES:
         raise BackboneError(
             f"unknown normalisation '{norm}' in spec '{spec}'; choose one of {', '.join(NORM_CHOICES)}"
         )
-    return base, norm
+    res = options.get("res")
+    if res is not None and not (res.isdigit() and 16 <= int(res) <= 4096):
+        raise BackboneError(f"res={res} in spec '{spec}': give the encoder's input side in pixels, e.g. res=518")
+    return base, norm, int(res) if res is not None else None
 
 
 def _choose_norm(choice: str, declared: fmts.InputNorm | None) -> dict | None:
@@ -297,6 +332,10 @@ def _folder_weights(folder: Path) -> tuple[Path, str | None]:
     files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix in WEIGHT_SUFFIXES)
     if len(files) == 1:
         return files[0], None
+    # a Hugging Face / open_clip snapshot often holds the same weights twice: take the safetensors copy
+    preferred = [folder / n for n in HF_PREFERRED if folder / n in files]
+    if preferred:
+        return preferred[0], None
     if not files:
         raise BackboneError(f"{folder}: no weights file ({'/'.join(WEIGHT_SUFFIXES)}) in this folder")
     raise BackboneError(
@@ -355,20 +394,75 @@ def _resolve_timm(spec: str, rest: str, norm: str, load: bool, folder_arch: str 
     return _Resolved(info, state, conversion=conv)
 
 
+def _folder_hints(folder: Path) -> tuple[dict, fmts.InputNorm | None]:
+    """What a Hugging Face / open_clip folder's JSON files say that the weights cannot: attention heads,
+    LayerNorm eps and activation (config.json), and the input convention (preprocessor_config.json,
+    open_clip_config.json)."""
+
+    def read(name: str) -> dict:
+        try:
+            data = json.loads((folder / name).read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+            return {}
+        return data if isinstance(data, dict) else {}
+
+    hints: dict = {}
+    config = read("config.json")
+    if config.get("model_type") not in ("dinov2", "swin", "vit"):  # e.g. the text model of a BioViL folder
+        config = {}
+    if isinstance(config.get("num_attention_heads"), int):
+        hints["num_heads"] = config["num_attention_heads"]
+    if isinstance(config.get("layer_norm_eps"), (int, float)):
+        hints["eps"] = float(config["layer_norm_eps"])
+    if config.get("hidden_act") in ("gelu", "quick_gelu"):
+        hints["act"] = config["hidden_act"]
+    if isinstance(config.get("image_size"), int):
+        hints["resolution"] = config["image_size"]
+    norm = None
+    for name, getter in (
+        ("preprocessor_config.json", lambda d: (d.get("image_mean"), d.get("image_std"))),
+        ("open_clip_config.json", lambda d: tuple((d.get("preprocess_cfg") or {}).get(k) for k in ("mean", "std"))),
+    ):
+        mean, std = getter(read(name))
+        if isinstance(mean, list) and isinstance(std, list) and len(mean) == len(std) == 3:
+            norm = fmts.InputNorm("folder", tuple(map(float, mean)), tuple(map(float, std)), f"{folder / name}")
+            break
+    return hints, norm
+
+
+def converted_architecture(
+    conv: fmts.Conversion, hints: dict, source: str, arch: str | None = None
+) -> tuple[str, dict[int, tuple[int, float]], dict | None]:
+    """(arch, native levels, transformer config or None) of a converted checkpoint."""
+    if conv.family == "resnet":
+        arch = arch or infer_arch(list(conv.state))
+        return arch, resnet_levels(arch, conv.num_stages), None
+    from benchmark import transformers_backbones as tfb
+
+    hints = {"resolution": fmts.get_format(conv.format).resolution} | conv.hints | hints
+    encoder = tfb.encoder_config(conv.family, conv.state, hints, source)
+    return tfb.arch_name(encoder), tfb.native_levels(encoder), encoder
+
+
 def _resolve_file(spec: str, path: Path, norm: str, fmt: str | None, arch: str | None) -> _Resolved:
+    hints: dict = {}
+    folder_norm = None
     if path.is_dir():
         from benchmark.timm_backbones import read_hf_architecture
 
         timm_arch = read_hf_architecture(path)
         if timm_arch and fmt is None and arch is None:
             return _resolve_timm(spec, str(path), norm, load=True, folder_arch=timm_arch)
+        hints, folder_norm = _folder_hints(path)
         path, implied = _folder_weights(path)
         fmt = fmt or implied
     if not path.is_file():
         raise BackboneError(f"backbone weights file not found: {path} (from spec '{spec}')")
     loaded = load_weights(path)
-    conv, arch = validate_state(loaded.state, str(path), fmt, arch)
+    conv, arch, native, encoder = validate_state(loaded.state, str(path), fmt, arch, hints)
     declared = fmts.get_format(conv.format).normalization
+    if folder_norm is not None and declared is not None:  # the released folder's own preprocessing wins
+        declared = fmts.InputNorm(declared.name, folder_norm.mean, folder_norm.std, folder_norm.source)
     summary = conv.summary() | {"container": loaded.container}
     if loaded.placeholders:
         summary["not_loaded_objects"] = list(loaded.placeholders)
@@ -383,7 +477,8 @@ def _resolve_file(spec: str, path: Path, norm: str, fmt: str | None, arch: str |
         normalization=_choose_norm(norm, declared),
         conversion=summary,
         provenance=read_export_sidecar(path, sha256),
-        **_levels_fields(resnet_levels(arch, conv.num_stages)),
+        encoder=encoder,
+        **_levels_fields(native),
     )
     return _Resolved(info, conv.state, conv.num_stages, conv)
 
@@ -424,7 +519,19 @@ def read_export_sidecar(weights: Path, sha256: str) -> dict | None:
 
 def resolve(spec: str, load: bool = True) -> _Resolved:
     """Resolve a spec; with ``load``, also read and convert its weights (one read of the file)."""
-    base, norm = _split_options(spec)
+    base, norm, res = _split_options(spec)
+    r = _resolve_base(spec, base, norm, load)
+    if res is not None:
+        fields = {}
+        if r.info.encoder:  # strides on the protocol's 224-px input of the map the encoder gives at `res`
+            from benchmark.transformers_backbones import native_levels
+
+            fields = _levels_fields(native_levels(r.info.encoder, res))
+        r.info = replace(r.info, resolution=res, **fields)
+    return r
+
+
+def _resolve_base(spec: str, base: str, norm: str, load: bool) -> _Resolved:
     if os.path.exists(base):
         return _resolve_file(spec, Path(base), norm, None, None)
     m = re.fullmatch(r"(resnet\d+)\.(\w+)", base)
@@ -465,22 +572,34 @@ def parse_spec(spec: str) -> BackboneInfo:
 
 
 def validate_state(
-    state: Mapping[str, torch.Tensor], source: str, fmt: str | None = None, arch: str | None = None
-) -> tuple[fmts.Conversion, str]:
+    state: Mapping[str, torch.Tensor],
+    source: str,
+    fmt: str | None = None,
+    arch: str | None = None,
+    hints: dict | None = None,
+) -> tuple[fmts.Conversion, str, dict[int, tuple[int, float]], dict | None]:
     """THE check of a weights file's tensors, for ``evaluate`` and ``inspect`` alike: convert them (format
-    ``fmt``, else detected; ``arch`` forces the torchvision layout of that ResNet), recognise the ResNet and
-    compare every key and shape with the encoder they will be loaded into.
+    ``fmt``, else detected; ``arch`` forces the torchvision layout of that ResNet), recognise the encoder
+    (a ResNet, or a transformer of a converted format) and compare every key and shape with the module
+    they will be loaded into, built on the meta device.
+
+    Returns:
+        (conversion, arch, native levels, transformer config or None), as ``converted_architecture``.
 
     Raises:
         BackboneError: no known layout, unmapped image-encoder keys, missing / unexpected keys or shapes
             (the message names ``source`` and the keys).
     """
     conv = fmts.convert(state, source, "torchvision" if arch else fmt)
-    arch = arch or infer_arch(list(conv.state))
+    arch, native, encoder = converted_architecture(conv, hints or {}, source, arch)
     with torch.device("meta"):  # the layout only: no memory, no initialisation cost
-        layout = ResNetFeatures(arch, conv.num_stages)
-    check_and_load(layout, conv.state, source, load=False)
-    return conv, arch
+        if encoder is None:
+            check_and_load(ResNetFeatures(arch, conv.num_stages), conv.state, source, load=False)
+        else:
+            from benchmark import transformers_backbones as tfb
+
+            tfb.build(encoder, conv.state, source)  # a strict load into meta tensors: the check alone
+    return conv, arch, native, encoder
 
 
 def check_and_load(
@@ -546,6 +665,10 @@ def build_encoder(spec: str | BackboneInfo) -> tuple[nn.Module, BackboneInfo]:
 
         model = TimmFeatures(info.arch[len("timm:") :], state=r.state, pretrained=info.tag == "pretrained")
         return model, info
+    if info.encoder:
+        from benchmark.transformers_backbones import build
+
+        return build(info.encoder, r.state, info.path or info.spec), info
     model = ResNetFeatures(info.arch, r.num_stages)
     if info.tag == "imagenet":
         path = imagenet_weights_path(info.arch)
@@ -553,6 +676,27 @@ def build_encoder(spec: str | BackboneInfo) -> tuple[nn.Module, BackboneInfo]:
     elif info.tag == "file":
         check_and_load(model, r.state, info.path)
     return model, info
+
+
+def encoder_input(info: BackboneInfo, task_size: int) -> dict:
+    """At which resolution the encoder runs in a run of a task prepared at ``task_size`` px (for records)."""
+    out: dict = {
+        "resolution": info.resolution or task_size,
+        "task_size": task_size,
+        "resized": bool(info.resolution and info.resolution != task_size),
+    }
+    if info.resolution:
+        out["how"] = f"input resized to {info.resolution} px (bilinear) before the encoder (SPEC#res)"
+    if info.encoder:
+        e = info.encoder
+        out["train_resolution"] = e["train_resolution"]
+        if e["family"] == "vit":
+            grid = (info.resolution or task_size) // e["patch"]
+            out["token_grid"] = grid
+            out["pos_embed"] = (
+                "as trained" if grid == e["train_grid"] else f"{e['train_grid']}x{e['train_grid']} -> {grid}x{grid}: {e['pos_embed']}"
+            )
+    return out
 
 
 def normalization_plan(
@@ -628,6 +772,7 @@ class CXRBackbone(nn.Module):
         ):
             raise ValueError(f"out_indices must be increasing indices of C0..C5, got {out_indices}")
         self.encoder, self.info = build_encoder(spec)
+        self.resolution = self.info.resolution
         self.out_indices = tuple(out_indices)
         self.levels: tuple[Level, ...] = plan_levels(self.encoder.native, self.out_indices)
         self.channels = [lv.channels for lv in self.levels]
@@ -675,10 +820,16 @@ class CXRBackbone(nn.Module):
             x = x.expand(-1, 3, -1, -1)
         if self.input_mean is not None:
             x = (x - self.input_mean) / self.input_std
+        hw = (x.shape[-2], x.shape[-1])
+        inp = x
+        if self.resolution:  # SPEC#res=N: the encoder sees the input resized (shorter side N, bilinear)
+            scale = self.resolution / min(hw)
+            size = (round(hw[0] * scale), round(hw[1] * scale))
+            inp = torch.nn.functional.interpolate(x, size=size, mode="bilinear", align_corners=False)
         if self.encoder_frozen:
             with torch.no_grad():
-                feats = self.encoder(x)
+                feats = self.encoder(inp)
         else:
-            feats = self.encoder(x)
-        hw = (x.shape[-2], x.shape[-1])
+            feats = self.encoder(inp)
+        feats[0] = x  # C0 is the input as the head gets it; the other levels go to the input's level sizes
         return tuple(resample(feats[lv.source], lv, hw) for lv in self.levels)

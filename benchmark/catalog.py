@@ -12,13 +12,14 @@ from benchmark.backbones import (
     ARCHS,
     KNOWN_FILES,
     NORM_CHOICES,
+    SPEC_OPTIONS,
     TAGS,
     WEIGHT_SUFFIXES,
     BackboneError,
+    _folder_hints,
     _folder_weights,
-    infer_arch,
+    converted_architecture,
     read_export_sidecar,
-    resnet_levels,
     sha256_file,
     validate_state,
 )
@@ -56,6 +57,11 @@ def catalog() -> dict:
             "spec": "SPEC#norm=NAME",
             "meaning": f"input normalisation: {', '.join(NORM_CHOICES)} (default: declared)",
         },
+        {
+            "spec": "SPEC#res=N",
+            "meaning": "run the encoder on the input resized to N px (e.g. RAD-DINO at 518); a separate "
+            f"leaderboard row (NAME@Npx). Options combine: SPEC#norm=task,res=518 ({', '.join(SPEC_OPTIONS)})",
+        },
     ]
     formats = [
         {
@@ -67,6 +73,7 @@ def catalog() -> dict:
             "example": f.example,
             "aliases": sorted(a for a, t in fmts.FORMAT_ALIASES.items() if t == f.name),
             "normalization": f.normalization.to_dict() if f.normalization else None,
+            "resolution": f.resolution,
         }
         for f in fmts.FORMATS.values()
     ]
@@ -81,6 +88,7 @@ def catalog() -> dict:
             "example": "timm:convnext_tiny:convnext_tiny.safetensors",
             "aliases": [],
             "normalization": None,
+            "resolution": None,
         }
     )
     return {
@@ -105,6 +113,8 @@ def inspect_weights(path: str | os.PathLike, format: str | None = None) -> dict:
     path = Path(path).expanduser()
     timm_name = None
     error = None
+    hints: dict = {}
+    folder_norm = None
     if format and format.startswith("timm:"):
         timm_name, format = format[len("timm:") :], None
     if path.is_dir():
@@ -115,6 +125,7 @@ def inspect_weights(path: str | os.PathLike, format: str | None = None) -> dict:
             timm_name = timm_name or arch
             path = resolve_weights_path(path)
         else:
+            hints, folder_norm = _folder_hints(path)
             path, implied = _folder_weights(path)
             format = format or implied
     loaded = load_weights(path)
@@ -160,22 +171,26 @@ def inspect_weights(path: str | os.PathLike, format: str | None = None) -> dict:
                 return report
         conv = fmt.convert(loaded.state, prefix)
         try:  # approve exactly what evaluate accepts: its own check, on the same tensors
-            _, arch = validate_state(loaded.state, str(path), format)
+            _, arch, native, encoder = validate_state(loaded.state, str(path), format, hints=hints)
         except BackboneError as e:
             error = str(e)
             try:
-                arch = infer_arch(list(conv.state))
+                arch, native, encoder = converted_architecture(conv, hints, str(path))
             except BackboneError:
                 report.update(ok=False, format=fmt.name, error=error)
                 return report
-        native = resnet_levels(arch, conv.num_stages)
+        norm = fmt.normalization.to_dict() if fmt.normalization else None
+        if norm and folder_norm is not None:  # the released folder's own preprocessing wins
+            norm |= {"mean": list(folder_norm.mean), "std": list(folder_norm.std), "source": folder_norm.source}
         report.update(
             format=fmt.name,
             format_title=fmt.title,
             source=fmt.source,
             arch=arch,
             spec=f"{fmt.name}:{path}",
-            normalization=fmt.normalization.to_dict() if fmt.normalization else None,
+            normalization=norm,
+            encoder=encoder,
+            trained_at=fmt.resolution if encoder is None else encoder["train_resolution"],
         )
     report.update(
         prefix=conv.prefix,
@@ -262,6 +277,21 @@ def format_report(report: dict) -> str:
     ]
     for reason, v in report["ignored"].items():
         lines.append(f"ignored       {v['count']:>5} {reason} (e.g. {', '.join(v['examples'][:2])})")
+    e = report.get("encoder")
+    if e:
+        shape = (
+            f"patch {e['patch']}, {e['depth']} blocks of {e['embed_dim']}, {e['num_heads']} heads"
+            if e["family"] == "vit"
+            else f"patch {e['patch']}, depths {e['depths']}, heads {e['num_heads']}, window {e['window_size']}"
+        )
+        lines.append(f"transformer   {e['family']}: {shape}; trained at {e['train_resolution']} px")
+        if e["family"] == "vit":
+            lines.append(f"tokens        {e['tokens']}")
+            lines.append(f"pos. embed.   {e['pos_embed']}")
+        else:
+            lines.append(f"stages        {e['levels']}")
+    elif report.get("trained_at"):
+        lines.append(f"trained at    {report['trained_at']} px")
     for lv in report["levels"]:
         lines.append(f"level         {lv}")
     n = report["normalization"]
@@ -288,12 +318,18 @@ def format_catalog(cat: dict) -> str:
     lines.append("Checkpoint formats (detected from the keys, or named as FORMAT:PATH):")
     for f in cat["formats"]:
         alias = f" (also: {', '.join(f['aliases'])})" if f["aliases"] else ""
-        norm = f["normalization"]["name"] if f["normalization"] else "task statistics"
+        norm = f["normalization"]
+        norm = (
+            f"{norm['name']} (mean {', '.join(f'{m:.4g}' for m in norm['mean'])}; std "
+            f"{', '.join(f'{v:.4g}' for v in norm['std'])})"
+            if norm
+            else "task statistics"
+        )
         lines += [
             f"  {f['name']}{alias}: {f['title']}",
             f"      methods: {f['methods']}",
             f"      files:   {f['files']}",
-            f"      input:   {norm}",
+            f"      input:   {norm}" + (f", trained at {f['resolution']} px" if f["resolution"] else ""),
             f"      source:  {f['source']}",
             f"      example: --backbone {f['example']}",
         ]

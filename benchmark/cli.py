@@ -333,9 +333,11 @@ def _cmd_inspect(args) -> int:
         except BackboneError as e:
             print(f"error: {e}", file=sys.stderr)
             return 1
-        print(
-            f"exported {len(state)} tensors (plain {report['format'] == 'timm' and 'timm' or 'torchvision'} layout) to {out}"
+        family = (report.get("encoder") or {}).get("family")
+        layout = {"vit": "timm VisionTransformer", "swin-hf": "transformers SwinModel"}.get(family) or (
+            "timm" if report["format"] == "timm" else "torchvision"
         )
+        print(f"exported {len(state)} tensors (plain {layout} layout) to {out}")
     return 0
 
 

@@ -44,7 +44,7 @@ import numpy as np
 from benchmark.claims import try_claim
 from tasks.io import write_json_atomic
 
-CACHE_FORMAT = 2  # 2: entries hold what CXRBackbone.forward returns (declared input norm, resampled levels)
+CACHE_FORMAT = 2  # 2: features are the backbone's levels (its input convention and resolution applied)
 ENV_VAR = "CXRBENCH_FEATURE_CACHE"
 DIR_NAME = "feature_cache"
 

@@ -65,6 +65,10 @@ class Conversion:
     num_stages: int = 4  # 3: the method's encoder ends at layer3 (C4)
     ignored: dict[str, list[str]] = field(default_factory=dict)  # reason -> keys
     unmapped: list[str] = field(default_factory=list)  # image-encoder keys that fit no rule
+    # "resnet": ``state`` has torchvision ResNet keys; "vit": timm VisionTransformer keys; "swin-hf":
+    # Hugging Face transformers SwinModel keys (benchmark.transformers_backbones builds the last two)
+    family: str = "resnet"
+    hints: dict = field(default_factory=dict)  # what the keys cannot tell (heads, activation, LayerNorm eps)
 
     @property
     def mapped(self) -> int:
@@ -78,7 +82,7 @@ class Conversion:
             "mapped": self.mapped,
             "num_stages": self.num_stages,
             "ignored": {reason: len(keys) for reason, keys in self.ignored.items()},
-        }
+        } | ({"family": self.family} if self.family != "resnet" else {})
 
     def describe(self) -> str:
         ignored = ", ".join(f"{len(k)} {reason}" for reason, k in self.ignored.items()) or "none"
@@ -100,6 +104,7 @@ class CheckpointFormat:
     example: str
     normalization: InputNorm | None = None  # None: the protocol's task statistics
     expected: str = ""  # an example key, for error messages
+    resolution: int = 224  # the input side the method trained its encoder at
 
 
 def show_keys(keys: list[str], n: int = 12) -> str:
@@ -136,6 +141,7 @@ def _split(
     outside: Mapping[str, str],
     rename: Callable[[str], str | None] | None = None,
     default_outside: str = "keys of other modules",
+    valid: re.Pattern = TRUNK,
 ) -> Conversion:
     """Sort a checkpoint's keys into trunk / ignored / unmapped.
 
@@ -144,30 +150,32 @@ def _split(
         encoder_prefix: the image encoder's own prefix (contains ``trunk_prefix``).
         encoder_extras: sub-prefixes of the image encoder that are knowingly ignored -> reason.
         outside: regexes for keys outside the image encoder -> reason (first match wins).
+        valid: what a renamed trunk key must look like (torchvision ResNet keys by default).
     """
     conv = Conversion(fmt, {}, prefix=trunk_prefix)
 
     def ignore(reason: str, key: str) -> None:
         conv.ignored.setdefault(reason, []).append(key)
 
+    def extra(key: str) -> str | None:
+        rest = key[len(encoder_prefix) :]
+        return next((r for p, r in encoder_extras.items() if rest.startswith(p)), None)
+
     for key, value in state.items():
-        if key.startswith(trunk_prefix):
+        if key.startswith(encoder_prefix) and (reason := extra(key)) is not None:
+            ignore(reason, key)  # knowingly ignored parts of the image encoder (heads, MAE decoder, ...)
+        elif key.startswith(trunk_prefix):
             rest = key[len(trunk_prefix) :]
-            if rest.startswith("fc."):  # the ImageNet classifier some methods keep but never use
+            if valid is TRUNK and rest.startswith("fc."):  # the ImageNet classifier some methods keep
                 ignore("classifier (fc) keys", key)
                 continue
             new = rename(rest) if rename else rest
-            if new is None or not TRUNK.match(new):
+            if new is None or not valid.match(new):
                 conv.unmapped.append(key)
             else:
                 conv.state[new] = value
         elif key.startswith(encoder_prefix):
-            rest = key[len(encoder_prefix) :]
-            reason = next((r for p, r in encoder_extras.items() if rest.startswith(p)), None)
-            if reason is None:
-                conv.unmapped.append(key)
-            else:
-                ignore(reason, key)
+            conv.unmapped.append(key)
         else:
             reason = next((r for p, r in outside.items() if re.match(p, key)), default_outside)
             ignore(reason, key)
@@ -418,10 +426,302 @@ def _convert_mmpretrain(state: Mapping[str, torch.Tensor], prefix: str) -> Conve
     )
 
 
-def _fmt(name, title, methods, files, source, detect, convert, example, normalization=None, expected=""):
-    return CheckpointFormat(
-        name, title, methods, files, source, detect, convert, example, normalization, expected
+# ----------------------------------------------------------------------------------------------------------
+# Transformers: plain ViTs are converted to timm's VisionTransformer keys (family "vit"), Swin keeps the
+# Hugging Face transformers SwinModel keys (family "swin-hf"); benchmark.transformers_backbones builds both.
+
+# timm/models/vision_transformer.py (huggingface/pytorch-image-models): VisionTransformer's own keys
+VIT_KEY = re.compile(
+    r"^(cls_token|pos_embed|patch_embed\.proj\.(weight|bias)|norm_pre\.(weight|bias)|norm\.(weight|bias)"
+    r"|blocks\.\d+\.(norm1|norm2|attn\.qkv|attn\.proj|mlp\.fc1|mlp\.fc2)\.(weight|bias)|blocks\.\d+\.ls[12]\.gamma)$"
+)
+# transformers/models/swin/modeling_swin.py (huggingface/transformers): SwinModel's keys as released
+# (transformers 4.x, e.g. MedCLIP's pytorch_model.bin); the canonical layout of family "swin-hf"
+SWIN_KEY = re.compile(
+    r"^(embeddings\.(patch_embeddings\.projection|norm)\.(weight|bias)|layernorm\.(weight|bias)"
+    r"|encoder\.layers\.\d+\.downsample\.(reduction\.weight|norm\.(weight|bias))"
+    r"|encoder\.layers\.\d+\.blocks\.\d+\.(layernorm_before|layernorm_after|attention\.self\.(query|key|value)"
+    r"|attention\.output\.dense|intermediate\.dense|output\.dense)\.(weight|bias)"
+    r"|encoder\.layers\.\d+\.blocks\.\d+\.attention\.self\.relative_position_bias_table)$"
+)
+# transformers 5 renamed them (transformers/conversion_mapping.py, entry "swin": released name -> new name);
+# files saved by transformers >= 5 are read back to the released names
+SWIN_RENAMES = (
+    ("attention.self.relative_position_bias_table", "attention.relative_position_bias.relative_position_bias_table"),
+    ("attention.self.query", "attention.q_proj"),
+    ("attention.self.key", "attention.k_proj"),
+    ("attention.self.value", "attention.v_proj"),
+    ("attention.output.dense", "attention.o_proj"),
+    ("intermediate.dense", "mlp.fc1"),
+    ("output.dense", "mlp.fc2"),
+)
+
+
+def swin_to_released(rest: str) -> str:
+    for released, new in SWIN_RENAMES:
+        if f".{new}." in f".{rest}.":
+            return rest.replace(new, released)
+    return rest
+
+
+def swin_to_new(rest: str) -> str:
+    for released, new in SWIN_RENAMES:
+        if f".{released}." in f".{rest}.":
+            return rest.replace(released, new)
+    return rest
+
+
+# Keys of CLIP-style text towers and the contrastive temperature (open_clip / OpenAI CLIP layouts).
+_CLIP_OUTSIDE = {
+    r"(.*\.)?(text\.|transformer\.|token_embedding\.|positional_embedding$|ln_final\.|text_projection|attn_mask$)": "text encoder keys",
+    r"(.*\.)?logit_(scale|bias)$": "logit scale / bias",
+    r"(.*\.)?(input_resolution|context_length|vocab_size)$": "metadata entries (OpenAI CLIP)",
+}
+
+
+def _vit_conversion(conv: Conversion, **hints) -> Conversion:
+    conv.family = "vit"
+    conv.hints = hints
+    return conv
+
+
+# -- BiomedCLIP (open_clip: CLIP(vision = TimmModel(trunk = timm ViT-B/16), text = HFTextEncoder))
+
+
+def _detect_biomedclip(keys: Iterable[str]) -> str | None:
+    return _find_prefix(keys, r"visual\.trunk\.", probe="blocks.0.attn.qkv.weight")
+
+
+def _convert_biomedclip(state: Mapping[str, torch.Tensor], prefix: str) -> Conversion:
+    # mlfoundations/open_clip: src/open_clip/timm_model.py (TimmModel.trunk = timm.create_model(
+    # 'vit_base_patch16_224', num_classes=0, global_pool=''), TimmModel.head = Sequential(proj=Linear)),
+    # src/open_clip/model.py (CLIP.visual / .text / .logit_scale), src/open_clip/hf_model.py (HFTextEncoder:
+    # text.transformer.*, text.proj.*); the BiomedCLIP hub folder's open_clip_config.json names that trunk.
+    visual = prefix[: -len("trunk.")]
+    conv = _split(
+        state, "biomedclip", prefix, visual, {"head.": "projection-head keys"}, _CLIP_OUTSIDE, valid=VIT_KEY
     )
+    return _vit_conversion(conv, act="gelu", eps=1e-6)
+
+
+# -- CheXzero (OpenAI CLIP code: model.py CLIP.visual = VisionTransformer)
+
+_OPENAI_RENAME = (
+    (r"class_embedding", "cls_token"),
+    (r"positional_embedding", "pos_embed"),
+    (r"conv1\.weight", "patch_embed.proj.weight"),
+    (r"ln_pre\.(weight|bias)", r"norm_pre.\1"),
+    (r"ln_post\.(weight|bias)", r"norm.\1"),
+    (r"transformer\.resblocks\.(\d+)\.ln_1\.(weight|bias)", r"blocks.\1.norm1.\2"),
+    (r"transformer\.resblocks\.(\d+)\.ln_2\.(weight|bias)", r"blocks.\1.norm2.\2"),
+    (r"transformer\.resblocks\.(\d+)\.attn\.in_proj_(weight|bias)", r"blocks.\1.attn.qkv.\2"),
+    (r"transformer\.resblocks\.(\d+)\.attn\.out_proj\.(weight|bias)", r"blocks.\1.attn.proj.\2"),
+    (r"transformer\.resblocks\.(\d+)\.mlp\.c_fc\.(weight|bias)", r"blocks.\1.mlp.fc1.\2"),
+    (r"transformer\.resblocks\.(\d+)\.mlp\.c_proj\.(weight|bias)", r"blocks.\1.mlp.fc2.\2"),
+)
+
+
+def _rename_table(table: tuple[tuple[str, str], ...]) -> Callable[[str], str | None]:
+    compiled = [(re.compile(rf"^{a}$"), b) for a, b in table]
+
+    def rename(rest: str) -> str | None:
+        for rx, repl in compiled:
+            if rx.match(rest):
+                return rx.sub(repl, rest)
+        return None
+
+    return rename
+
+
+def _detect_chexzero(keys: Iterable[str]) -> str | None:
+    keys = list(keys)
+    prefix = _find_prefix(keys, r"visual\.", probe="transformer.resblocks.0.attn.in_proj_weight")
+    return prefix if prefix is not None and prefix + "class_embedding" in set(keys) else None
+
+
+def _convert_chexzero(state: Mapping[str, torch.Tensor], prefix: str) -> Conversion:
+    # rajpurkarlab/CheXzero: model.py (OpenAI's CLIP: VisionTransformer with conv1 (no bias), class_embedding,
+    # positional_embedding, ln_pre, transformer.resblocks.N (ln_1, attn = nn.MultiheadAttention in_proj /
+    # out_proj, ln_2, mlp.c_fc / c_proj with QuickGELU), ln_post, proj), zero_shot.py load_clip (ViT-B/32,
+    # torch.save(model.state_dict())); timm's _convert_openai_clip (timm/models/vision_transformer.py)
+    # maps the same names to timm's, with pre_norm=True and quick_gelu.
+    conv = _split(
+        state,
+        "chexzero",
+        prefix,
+        prefix,
+        {"proj": "projection-head keys"},
+        _CLIP_OUTSIDE,
+        rename=_rename_table(_OPENAI_RENAME),
+        valid=VIT_KEY,
+    )
+    if "cls_token" in conv.state:
+        conv.state["cls_token"] = conv.state["cls_token"].reshape(1, 1, -1)
+    if "pos_embed" in conv.state:
+        conv.state["pos_embed"] = conv.state["pos_embed"].unsqueeze(0)
+    return _vit_conversion(conv, act="quick_gelu", eps=1e-5)
+
+
+# -- RAD-DINO (Hugging Face transformers Dinov2Model)
+
+_DINOV2_RENAME = (
+    (r"embeddings\.cls_token", "cls_token"),
+    (r"embeddings\.position_embeddings", "pos_embed"),
+    (r"embeddings\.patch_embeddings\.projection\.(weight|bias)", r"patch_embed.proj.\1"),
+    (r"layernorm\.(weight|bias)", r"norm.\1"),
+    (r"encoder\.layer\.(\d+)\.norm([12])\.(weight|bias)", r"blocks.\1.norm\2.\3"),
+    (r"encoder\.layer\.(\d+)\.attention\.attention\.(query|key|value)\.(weight|bias)", r"blocks.\1.attn.\2.\3"),
+    (r"encoder\.layer\.(\d+)\.attention\.output\.dense\.(weight|bias)", r"blocks.\1.attn.proj.\2"),
+    # the same weights as saved by transformers >= 5 (transformers/conversion_mapping.py, "Dinov2Model")
+    (r"encoder\.layer\.(\d+)\.attention\.q_proj\.(weight|bias)", r"blocks.\1.attn.query.\2"),
+    (r"encoder\.layer\.(\d+)\.attention\.k_proj\.(weight|bias)", r"blocks.\1.attn.key.\2"),
+    (r"encoder\.layer\.(\d+)\.attention\.v_proj\.(weight|bias)", r"blocks.\1.attn.value.\2"),
+    (r"encoder\.layer\.(\d+)\.attention\.o_proj\.(weight|bias)", r"blocks.\1.attn.proj.\2"),
+    (r"encoder\.layer\.(\d+)\.layer_scale([12])\.lambda1", r"blocks.\1.ls\2.gamma"),
+    (r"encoder\.layer\.(\d+)\.mlp\.(fc[12])\.(weight|bias)", r"blocks.\1.mlp.\2.\3"),
+)
+_DINOV2_QKV = re.compile(r"^(blocks\.\d+\.attn\.)(query|key|value)\.(weight|bias)$")
+
+
+def _detect_rad_dino(keys: Iterable[str]) -> str | None:
+    keys = list(keys)
+    prefix = _find_prefix(keys, "", probe="encoder.layer.0.layer_scale1.lambda1")
+    ok = prefix is not None and prefix + "embeddings.patch_embeddings.projection.weight" in set(keys)
+    return prefix if ok else None
+
+
+def _convert_rad_dino(state: Mapping[str, torch.Tensor], prefix: str) -> Conversion:
+    # huggingface/transformers: src/transformers/models/dinov2/modeling_dinov2.py (Dinov2Model: embeddings
+    # (cls_token, mask_token, position_embeddings, patch_embeddings.projection), encoder.layer.N (norm1,
+    # attention.attention.query / key / value, attention.output.dense, layer_scale1.lambda1, norm2, mlp.fc1 /
+    # fc2, layer_scale2.lambda1), layernorm); microsoft/rad-dino on the Hugging Face Hub is such a folder
+    # (config.json + model.safetensors). timm's vit_base_patch14_dinov2 holds the same weights with q / k / v
+    # concatenated into attn.qkv.
+    valid = re.compile(VIT_KEY.pattern[:-2] + r"|blocks\.\d+\.attn\.(query|key|value)\.(weight|bias))$")
+    conv = _split(
+        state,
+        "rad-dino",
+        prefix,
+        prefix,
+        {"embeddings.mask_token": "mask token (masked-image modelling only)"},
+        {r"(.*\.)?(classifier|head)\.": "classifier keys"},
+        rename=_rename_table(_DINOV2_RENAME),
+        valid=valid,
+    )
+    parts: dict[tuple[str, str], dict[str, torch.Tensor]] = {}
+    for k in [k for k in conv.state if _DINOV2_QKV.match(k)]:
+        block, which, kind = _DINOV2_QKV.match(k).groups()
+        parts.setdefault((block, kind), {})[which] = conv.state.pop(k)
+    for (block, kind), qkv in parts.items():
+        if set(qkv) != {"query", "key", "value"}:
+            conv.unmapped += [f"{prefix}(incomplete query/key/value of {block}{kind})"]
+            continue
+        conv.state[f"{block}qkv.{kind}"] = torch.cat([qkv["query"], qkv["key"], qkv["value"]])
+    return _vit_conversion(conv, act="gelu", eps=1e-6)
+
+
+# -- MRM (MAE-style encoder of timm 0.3.2 blocks at the top level of MRM(nn.Module))
+
+
+def _detect_mrm(keys: Iterable[str]) -> str | None:
+    keys = list(keys)
+    prefix = _find_prefix(keys, "", probe="blocks.0.attn.qkv.weight")
+    ok = prefix is not None and prefix + "decoder_pred.weight" in set(keys)
+    return prefix if ok else None
+
+
+def _convert_mrm(state: Mapping[str, torch.Tensor], prefix: str) -> Conversion:
+    # RL4M/MRM-pytorch: model_mrm.py (MRM: patch_embed, cls_token, pos_embed (fixed sin-cos), blocks = timm
+    # Block, norm; decoder_embed / mask_token / decoder_pos_embed / decoder_blocks / decoder_norm /
+    # decoder_pred reconstruct masked patches; bert_encoder / bert_mlp decode the report), main_pretrain.py +
+    # util/misc.py save_model ({'model': model_without_ddp.state_dict(), 'optimizer', 'epoch', ...}).
+    mae = "MAE decoder keys (masked-patch reconstruction)"
+    report = "report decoder keys (BERT on the image tokens)"
+    conv = _split(
+        state,
+        "mrm",
+        prefix,
+        prefix,
+        {"decoder_": mae, "mask_token": mae, "bert_encoder.": report, "bert_mlp.": report},
+        {},
+        valid=VIT_KEY,
+    )
+    return _vit_conversion(conv, act="gelu", eps=1e-6)
+
+
+# -- MGCA with the vit_base image encoder
+
+
+def _detect_mgca_vit(keys: Iterable[str]) -> str | None:
+    return _find_prefix(keys, r"img_encoder_q\.model\.", probe="blocks.0.attn.qkv.weight")
+
+
+def _convert_mgca_vit(state: Mapping[str, torch.Tensor], prefix: str) -> Conversion:
+    # HKU-MedAI/MGCA: mgca/models/backbones/encoder.py (ImageEncoder('vit_base'): self.model = create_vit(
+    # 'base', 224), .global_embed, .local_embed), mgca/models/backbones/vits.py (VisionTransformer with
+    # timm's PatchEmbed and timm-named Block: norm1, attn.qkv, attn.proj, norm2, mlp.fc1 / fc2, LayerNorm
+    # eps 1e-6, GELU), mgca/models/mgca/mgca_module.py (the other modules of the Lightning checkpoint).
+    conv = _split(
+        state,
+        "mgca-vit",
+        prefix,
+        prefix[: -len("model.")],
+        {"global_embed.": "projection-head keys", "local_embed.": "projection-head keys"},
+        {
+            r"(.*\.)?text_encoder_q\.": "text encoder keys",
+            r"(.*\.)?(patch_local_atten_layer|word_local_atten_layer|prototype_layer)\.": "alignment / prototype keys",
+        },
+        valid=VIT_KEY,
+    )
+    return _vit_conversion(conv, act="gelu", eps=1e-6)
+
+
+# -- MedCLIP with the Swin-Tiny vision tower (Hugging Face transformers SwinModel)
+
+
+def _detect_medclip_swin(keys: Iterable[str]) -> str | None:
+    keys = list(keys)
+    marker = r"vision_model\.model\."
+    return _find_prefix(keys, marker, probe="encoder.layers.0.blocks.0.attention.self.query.weight") or (
+        _find_prefix(keys, marker, probe="encoder.layers.0.blocks.0.attention.q_proj.weight")
+    )
+
+
+def _convert_medclip_swin(state: Mapping[str, torch.Tensor], prefix: str) -> Conversion:
+    # RyanWangZf/MedCLIP: medclip/modeling_medclip.py (MedCLIPModel(vision_cls=MedCLIPVisionModelViT):
+    # vision_model.model = AutoModel.from_pretrained('microsoft/swin-tiny-patch4-window7-224') (a SwinModel),
+    # vision_model.projection_head, text_model (BERT + projection_head), logit_scale), medclip/constants.py
+    # (VIT_TYPE, WEIGHTS_NAME = pytorch_model.bin, IMG_SIZE / IMG_MEAN / IMG_STD).
+    conv = _split(
+        state,
+        "medclip-swin",
+        prefix,
+        prefix[: -len("model.")],
+        {"projection_head.": "projection-head keys"},
+        {r"(.*\.)?text_model\.": "text encoder keys", r"(.*\.)?logit_scale$": "logit scale / bias"},
+        rename=lambda rest: None if rest.endswith("relative_position_index") else swin_to_released(rest),
+        valid=SWIN_KEY,
+    )
+    # relative_position_index: a buffer computed from the window size (not a weight; transformers 5 no longer
+    # saves it); the model builds its own
+    derived = [k for k in conv.unmapped if k.endswith(".relative_position_index")]
+    conv.unmapped = [k for k in conv.unmapped if k not in derived]
+    if derived:
+        conv.ignored["derived buffers (relative_position_index, rebuilt from the window size)"] = derived
+    conv.family = "swin-hf"
+    conv.hints = {"eps": 1e-5}
+    return conv
+
+
+def _fmt(
+    name, title, methods, files, source, detect, convert, example, normalization=None, expected="", resolution=224
+):
+    return CheckpointFormat(
+        name, title, methods, files, source, detect, convert, example, normalization, expected, resolution
+    )
+
+
+_GREY = "the grey image repeated to 3 channels"
 
 
 _HALF = NAMED_NORMS["half"]
@@ -531,6 +831,120 @@ FORMATS: dict[str, CheckpointFormat] = {
             "module.res_features.4.0.conv1.weight",
         ),
         _fmt(
+            "rad-dino",
+            "RAD-DINO (Hugging Face Dinov2)",
+            "RAD-DINO (microsoft/rad-dino, ViT-B/14), or any transformers Dinov2Model folder",
+            "Hugging Face folder: config.json + model.safetensors (Dinov2Model state dict)",
+            "huggingface/transformers: src/transformers/models/dinov2/modeling_dinov2.py; "
+            "microsoft/rad-dino (Hugging Face Hub): config.json, preprocessor_config.json",
+            _detect_rad_dino,
+            _convert_rad_dino,
+            "rad-dino:rad-dino/",
+            InputNorm(
+                "rad-dino",
+                (0.5307, 0.5307, 0.5307),
+                (0.2583, 0.2583, 0.2583),
+                "microsoft/rad-dino (Hugging Face Hub): preprocessor_config.json (BitImageProcessor: resize "
+                "shortest edge 518, centre crop 518, image_mean 0.5307, image_std 0.2583); a folder's own "
+                "preprocessor_config.json takes precedence",
+            ),
+            "embeddings.patch_embeddings.projection.weight + encoder.layer.0.layer_scale1.lambda1",
+            518,
+        ),
+        _fmt(
+            "biomedclip",
+            "BiomedCLIP (open_clip, timm ViT-B/16 trunk)",
+            "BiomedCLIP (microsoft/BiomedCLIP-PubMedBERT_256-vit_base_patch16_224), or any open_clip model "
+            "with a timm ViT trunk",
+            "open_clip_pytorch_model.bin (Hugging Face hub folder with open_clip_config.json), state dict of "
+            "open_clip's CLIP",
+            "mlfoundations/open_clip: src/open_clip/timm_model.py, src/open_clip/model.py, src/open_clip/hf_model.py",
+            _detect_biomedclip,
+            _convert_biomedclip,
+            "biomedclip:BiomedCLIP-PubMedBERT_256-vit_base_patch16_224/",
+            InputNorm(
+                "openai-clip",
+                (0.48145466, 0.4578275, 0.40821073),
+                (0.26862954, 0.26130258, 0.27577711),
+                "mlfoundations/open_clip: src/open_clip/constants.py OPENAI_DATASET_MEAN / STD, the "
+                "preprocess_cfg of BiomedCLIP's open_clip_config.json (224 px, bicubic)",
+            ),
+            "visual.trunk.blocks.0.attn.qkv.weight",
+        ),
+        _fmt(
+            "chexzero",
+            "CheXzero (OpenAI CLIP layout, ViT-B/32)",
+            "CheXzero, and other OpenAI-CLIP-layout ViT state dicts",
+            "best_64_5e-05_original_22000_0.864.pt etc.: torch.save(CLIP.state_dict())",
+            "rajpurkarlab/CheXzero: model.py, zero_shot.py (load_clip), train.py",
+            _detect_chexzero,
+            _convert_chexzero,
+            "chexzero:CheXzero/best_64_5e-05_original_22000_0.864.pt",
+            InputNorm(
+                "chexzero",
+                (101.48761 / 255,) * 3,
+                (83.43944 / 255,) * 3,
+                "rajpurkarlab/CheXzero: zero_shot.py / train.py Normalize((101.48761,)*3, (83.43944,)*3) on "
+                f"0..255 pixels, {_GREY}, Resize(224, bicubic)",
+            ),
+            "visual.transformer.resblocks.0.attn.in_proj_weight",
+        ),
+        _fmt(
+            "mrm",
+            "MRM (timm ViT-B/16 of a MAE-style checkpoint)",
+            "MRM (masked record modelling), pre-training checkpoint",
+            "MRM.pth: {'model': MRM state dict, 'optimizer', 'epoch', 'scaler', 'args'}",
+            "RL4M/MRM-pytorch: model_mrm.py, main_pretrain.py, util/misc.py",
+            _detect_mrm,
+            _convert_mrm,
+            "mrm:MRM.pth",
+            InputNorm(
+                "mrm",
+                (0.4978,) * 3,
+                (0.2449,) * 3,
+                f"RL4M/MRM-pytorch: main_pretrain.py Normalize(mean=[0.4978], std=[0.2449]) on {_GREY}; "
+                "model_mrm.py resizes to 224 (bicubic) for the encoder",
+            ),
+            "blocks.0.attn.qkv.weight + decoder_pred.weight",
+        ),
+        _fmt(
+            "mgca-vit",
+            "MGCA (ViT-B/16)",
+            "MGCA with the vit_base image encoder",
+            "Lightning .ckpt of MGCA (vit_base.ckpt)",
+            "HKU-MedAI/MGCA: mgca/models/backbones/encoder.py, mgca/models/backbones/vits.py, "
+            "mgca/models/mgca/mgca_module.py",
+            _detect_mgca_vit,
+            _convert_mgca_vit,
+            "mgca-vit:checkpoints/mgca/vit_base.ckpt",
+            InputNorm(
+                "mgca",
+                _HALF.mean,
+                _HALF.std,
+                "HKU-MedAI/MGCA: mgca/datasets/transforms.py DataTransforms, Normalize((0.5,)*3, (0.5,)*3)",
+            ),
+            "img_encoder_q.model.blocks.0.attn.qkv.weight",
+        ),
+        _fmt(
+            "medclip-swin",
+            "MedCLIP (Swin-Tiny vision tower)",
+            "MedCLIP with MedCLIPVisionModelViT (Hugging Face Swin-Tiny, patch 4, window 7)",
+            "pytorch_model.bin of MedCLIPModel (the medclip-vit-pretrained folder)",
+            "RyanWangZf/MedCLIP: medclip/modeling_medclip.py, medclip/constants.py; huggingface/transformers: "
+            "src/transformers/models/swin/modeling_swin.py",
+            _detect_medclip_swin,
+            _convert_medclip_swin,
+            "medclip-swin:medclip-vit-pretrained/pytorch_model.bin",
+            InputNorm(
+                "medclip",
+                (0.5862785803043838,) * 3,
+                (0.27950088968644304,) * 3,
+                f"RyanWangZf/MedCLIP: medclip/constants.py IMG_MEAN / IMG_STD (one channel, {_GREY} by "
+                "MedCLIPVisionModelViT), IMG_SIZE 224",
+            ),
+            "vision_model.model.encoder.layers.0.blocks.0.attention.self.query.weight",
+        ),
+        _fmt(
             "torchvision",
             "torchvision / timm ResNet state dict",
             "plain ResNet weights: torchvision, timm resnet18/34/50, LoVT's backbone_weights.pt, "
@@ -560,7 +974,17 @@ FORMATS: dict[str, CheckpointFormat] = {
     )
 }
 # Aliases accepted in specs.
-FORMAT_ALIASES = {"convirt": "lovt", "clip": "lovt", "biovil_t": "biovil-t", "timm-resnet": "torchvision"}
+FORMAT_ALIASES = {
+    "convirt": "lovt",
+    "clip": "lovt",
+    "biovil_t": "biovil-t",
+    "timm-resnet": "torchvision",
+    "dinov2-hf": "rad-dino",
+    "open-clip": "biomedclip",
+    "openai-clip": "chexzero",
+    "mgca_vit": "mgca-vit",
+    "medclip": "medclip-swin",
+}
 
 
 def get_format(name: str) -> CheckpointFormat:

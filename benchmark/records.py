@@ -61,6 +61,8 @@ def run_key(
     }
     if backbone.get("normalization"):  # an input convention other than the task statistics changes results
         payload["backbone"]["normalization"] = backbone["normalization"]
+    if backbone.get("resolution"):  # SPEC#res=N: the encoder runs at N px whatever the task's size
+        payload["backbone"]["resolution"] = backbone["resolution"]
     text = json.dumps(payload, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmark.backbones import BackboneInfo, normalization_plan, parse_spec
+from benchmark.backbones import BackboneInfo, encoder_input, normalization_plan, parse_spec
 from benchmark.records import (
     CODE_VERSION,
     SCHEMA_VERSION,
@@ -255,6 +255,7 @@ def execute(run: PlannedRun, out_dir, options: RunOptions) -> dict:
             "subsets": run.manifest.get("subsets"),
         },
         "split_hash": run.manifest["split_hash"],
+        "encoder_input": encoder_input(run.backbone, task.size),
         "normalization": normalization_plan(run.backbone, r.mean, r.std, "prepared train statistics")[
             "record"
         ],

@@ -92,10 +92,10 @@ class CachedBackbone(CXRBackbone):
 
     @torch.no_grad()
     def encode(self, x: torch.Tensor) -> dict[int, torch.Tensor]:
-        """The run's levels for normalised images: exactly what the uncached ``forward`` returns (with the
-        encoder's declared input convention; levels it lacks, e.g. C5 of an encoder that ends at layer3,
-        resampled from their source level)."""
-        return dict(zip(self.out_indices, CXRBackbone.forward(self, x)))  # its declared input norm too
+        """The levels ``out_indices`` for preprocessed images, exactly as ``forward`` computes them (the
+        backbone's own input convention, the encoder's resolution and the parameter-free resampling
+        included)."""
+        return dict(zip(self.out_indices, CXRBackbone.forward(self, x)))
 
     def release_encoder(self) -> None:
         """Drop the encoder once the features are cached (frees its memory; checkpoints get smaller)."""
@@ -240,7 +240,13 @@ class FeatureCacheHook(Hook):
             return
         started = time.time()
         levels = [i for i in backbone.out_indices if i != 0]
-        encoder = {"arch": backbone.info.arch, "weights_digest": backbone.weights_digest()}
+        encoder = {
+            "arch": backbone.info.arch,
+            "weights_digest": backbone.weights_digest(),
+            # what CXRBackbone.forward applies besides the weights
+            "input_norm": None if backbone.input_mean is None else [backbone.input_mean.flatten().tolist(), backbone.input_std.flatten().tolist()],
+            "resolution": backbone.resolution,
+        }
         entries, reports = [], {}
         with _rng_preserved():
             for subset_name in SUBSETS:
