@@ -19,7 +19,7 @@ def fake_test_metrics(task_id: str, score: float) -> dict:
     if task.kind == "detection":
         m = {"mAP": score, "mAP_50": min(1.0, score * 1.5), "mAP_75": score * 0.5, "n_detections": 42}
         if task.metric == "froc":
-            m = {"froc": score, "froc_box": min(1.0, score + 0.02), "mAP": score * 0.8}
+            m = {"froc": score, "froc_all_predictions": min(1.0, score + 0.02), "mAP": score * 0.8}
         return m
     m = {"dice": score, "dice_per_image": min(1.0, score + 0.1), "iou": score / (2 - score)}
     if task.dataset == "nih":
