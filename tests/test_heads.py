@@ -191,3 +191,57 @@ def test_sigmoid_heads_lose_only_the_dice_loss_of_mmseg():
     assert torch.allclose(mine["loss_dice"], ref["loss_dice"])
     mine["loss_dice"].backward()
     assert ours.conv_seg.weight.grad is not None and torch.isfinite(ours.conv_seg.weight.grad).all()
+
+
+def _yolo_head(num_classes: int, rank_by: str):
+    from mmengine.config import ConfigDict
+
+    from benchmark.openmmlab.heads import ObjectnessYOLOV3Head
+
+    head = ObjectnessYOLOV3Head(
+        num_classes=num_classes,
+        in_channels=[8, 8, 8],
+        out_channels=[8, 8, 8],
+        anchor_generator=dict(
+            type="YOLOAnchorGenerator",
+            base_sizes=[[(116, 90), (156, 198), (373, 326)], [(30, 61), (62, 45), (59, 119)], [(10, 13), (16, 30), (33, 23)]],
+            strides=[32, 16, 8],
+        ),
+        test_cfg=ConfigDict(
+            nms_pre=1000, min_bbox_size=0, score_thr=0.0, conf_thr=0.2, nms=dict(type="nms", iou_threshold=0.4),
+            max_per_img=100, rank_by=rank_by,
+        ),
+    )  # fmt: skip
+    return head
+
+
+def _pred_maps(num_classes: int, seed: int, class_logit: float | None = None):
+    g = torch.Generator().manual_seed(seed)
+    maps = []
+    for size in (4, 8, 16):  # 128 px input
+        m = torch.randn(2, 3, 5 + num_classes, size, size, generator=g) * 2
+        if class_logit is not None:
+            m[:, :, 5:] = class_logit
+        maps.append(m.reshape(2, 3 * (5 + num_classes), size, size))
+    return maps
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_yolov3_ranks_on_objectness_as_lovt(seed):
+    """Objectness ranking = mmdet's class x objectness with every class probability 1: the same boxes,
+    order and scores (the objectness); mmdet's own ranking differs once class probabilities vary."""
+    from benchmark import openmmlab  # noqa: F401  (NMS op)
+
+    metas = [{"img_shape": (128, 128), "scale_factor": (1.0, 1.0)}] * 2
+    ours = _yolo_head(1, "objectness").predict_by_feat(_pred_maps(1, seed), metas)
+    sure = _yolo_head(1, "class_x_objectness").predict_by_feat(_pred_maps(1, seed, class_logit=50.0), metas)
+    mmdet = _yolo_head(1, "class_x_objectness").predict_by_feat(_pred_maps(1, seed), metas)
+    for a, b, c in zip(ours, sure, mmdet):
+        assert len(a) > 5 and torch.equal(a.bboxes, b.bboxes) and torch.allclose(a.scores, b.scores)
+        assert (a.scores >= 0.2).all() and (a.labels == 0).all()
+        assert not (len(a) == len(c) and torch.allclose(a.scores, c.scores))
+    # several classes: each box once, with its most probable class (LoVT), scored by objectness
+    (multi, _) = _yolo_head(3, "objectness").predict_by_feat(_pred_maps(3, seed), metas)
+    assert (multi.scores >= 0.2).all() and set(multi.labels.tolist()) <= {0, 1, 2} and len(multi) > 5
+    with pytest.raises(ValueError, match="rank_by"):
+        _yolo_head(1, "class").predict_by_feat(_pred_maps(1, seed), metas)
