@@ -10,6 +10,7 @@ from collections.abc import Sequence
 import mmcv
 import numpy as np
 import torch
+from mmcv.ops import batched_nms
 from mmcv.transforms import BaseTransform
 from mmdet.models.dense_heads import YOLOV3Head
 from mmengine.structures import InstanceData, PixelData
@@ -190,7 +191,8 @@ class ObjectnessYOLOV3Head(YOLOV3Head):
     (``test_cfg.rank_by = "class_x_objectness"`` keeps that); with one class LoVT never trains the class
     output (its class loss is 0), mmdet does, only on positive anchors.
 
-    ``nms_pre`` keeps the boxes of highest objectness (mmdet: highest class probability).
+    ``nms_pre`` keeps the boxes of highest objectness (mmdet: highest class probability). NMS uses LoVT's
+    IoU, with +1 on every width and height (in the prepared image's pixels, the frame LoVT's boxes are in).
     """
 
     def predict_by_feat(
@@ -224,9 +226,13 @@ class ObjectnessYOLOV3Head(YOLOV3Head):
                 top = obj.topk(nms_pre).indices
                 bboxes, obj, cls = bboxes[top], obj[top], cls[top]
             results = InstanceData(scores=obj, labels=cls.argmax(dim=1), bboxes=bboxes)
-            results_list.append(
-                self._bbox_post_process(
-                    results=results, cfg=cfg, rescale=rescale, with_nms=with_nms, img_meta=img_meta
-                )
+            results = self._bbox_post_process(
+                results=results, cfg=cfg, rescale=rescale, with_nms=False, img_meta=img_meta
             )
+            if with_nms and len(results):
+                # LoVT's NMS IoU adds 1 to every width and height: the continuous IoU of boxes grown by 1
+                grown = results.bboxes + results.bboxes.new_tensor([0, 0, 1, 1])
+                _, keep = batched_nms(grown, results.scores, results.labels, cfg.nms)
+                results = results[keep][: cfg.max_per_img]
+            results_list.append(results)
         return results_list
