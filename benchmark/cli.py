@@ -327,16 +327,22 @@ def _cmd_inspect(args) -> int:
     if not report["ok"]:
         return 1
     if args.export:
+        if report.get("encoder"):
+            # a plain timm / transformers state dict loses what evaluate needs to read it back (heads,
+            # training resolution, input convention), so no file evaluate would reject is written
+            print(
+                f"error: not exported: a {report['format']} transformer encoder is evaluated from its released "
+                f"file as it is (spec {report['spec']}); --export writes plain ResNet and timm layouts",
+                file=sys.stderr,
+            )
+            return 1
         timm_arch = report["arch"][len("timm:") :] if report["format"] == "timm" else None
         try:
             out = export_state(state, args.export, timm_arch)
         except BackboneError as e:
             print(f"error: {e}", file=sys.stderr)
             return 1
-        family = (report.get("encoder") or {}).get("family")
-        layout = {"vit": "timm VisionTransformer", "swin-hf": "transformers SwinModel"}.get(family) or (
-            "timm" if report["format"] == "timm" else "torchvision"
-        )
+        layout = "timm" if report["format"] == "timm" else "torchvision"
         print(f"exported {len(state)} tensors (plain {layout} layout) to {out}")
     return 0
 

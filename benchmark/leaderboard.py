@@ -39,7 +39,7 @@ import numpy as np
 from benchmark import stats
 from benchmark.records import metrics_as_published
 from tasks.io import write_bytes_atomic, write_text_atomic
-from tasks.registry import TASKS
+from tasks.registry import SECONDARY_METRICS, TASKS
 
 # Where the published numbers live in a checkout (results/reference/*.csv, see its README).
 REFERENCE_DIR = Path(__file__).resolve().parents[1] / "results" / "reference"
@@ -55,7 +55,7 @@ ALPHA = 0.05
 # Keys of ``metrics.test`` that are not scores in [0, 1] (so not secondary metrics in percent).
 _NOT_SCORES = ("loss", "n_detections")
 # Display order of secondary metrics; others follow alphabetically.
-_SECONDARY_ORDER = ("mAP", "mAP_50", "mAP_75", "dice", "dice_per_image", "iou", "froc", "froc_box")
+_SECONDARY_ORDER = ("mAP", "froc", "dice", *SECONDARY_METRICS)
 
 
 class LeaderboardError(ValueError):

@@ -29,10 +29,27 @@ YOLO_NMS_IOU = 0.4
 HEADS = ("yolov3", "unet", "linear")
 MAX_SIZE = 2048  # px, the largest image side of a task: a prepared image alone is then 4 MB
 METRICS = {
-    "mAP": "mean AP over IoU 0.40:0.05:0.75",
-    "froc": "mean sensitivity at 0.125..8 false positives per image (hit = box centre inside the object)",
+    "mAP": "mean AP over IoU 0.40:0.05:0.75 as LoVT computed it (VOC IoU with +1, 101 recall points)",
+    "froc": "mean sensitivity at 0.125..8 false positives per image (hit = box centre inside the object's "
+    "box), the Object-CXR challenge's definition as LoVT computed it",
     "dice": "micro Dice (pixels pooled over the split), threshold 0.5",
-    "mean_class_dice": "mean over classes of the per-class micro Dice",
+    "mean_class_dice": "mean over classes of the per-class micro Dice (a class in neither prediction nor "
+    "label: 0)",
+}
+# Record keys of ``metrics`` besides the primary ones (``mAP``, ``froc``, ``dice``: benchmark/run.py PRIMARY,
+# always the published tables' definitions), in display order; results/README.md explains each. Per-class
+# (``dice.<class>``, ``iou.<class>``) and per-rate (``<froc key>@<rate>``) values come with them.
+SECONDARY_METRICS = {
+    "mAP_50": "LoVT's AP at IoU 0.5 alone",
+    "mAP_75": "LoVT's AP at IoU 0.75 alone",
+    "mAP_coco": "COCO AP over IoU 0.40:0.05:0.75 (pycocotools: continuous IoU)",
+    "mAP_coco_50": "COCO AP at IoU 0.5",
+    "mAP_coco_75": "COCO AP at IoU 0.75",
+    "froc_all_predictions": "FROC on boxes, unreached rates filled with the sensitivity of all predictions",
+    "froc_shape": "froc_all_predictions with the hit tested on the object's true shape",
+    "dice_present_classes": "mean class Dice over the classes present in prediction or label (NIH)",
+    "dice_per_image": "mean over images of the per-image Dice (empty prediction and label: 1)",
+    "iou": "mean over classes of the per-class micro IoU",
 }
 
 

@@ -18,12 +18,14 @@ def fake_test_metrics(task_id: str, score: float) -> dict:
     task = TASKS[task_id]
     if task.kind == "detection":
         m = {"mAP": score, "mAP_50": min(1.0, score * 1.5), "mAP_75": score * 0.5, "n_detections": 42}
+        m |= {"mAP_coco": score * 0.98, "mAP_coco_50": min(1.0, score * 1.45), "mAP_coco_75": score * 0.45}
         if task.metric == "froc":
-            m = {"froc": score, "froc_box": min(1.0, score + 0.02), "mAP": score * 0.8}
+            m = {"froc": score, "froc_all_predictions": min(1.0, score + 0.02), "mAP": score * 0.8}
         return m
     m = {"dice": score, "dice_per_image": min(1.0, score + 0.1), "iou": score / (2 - score)}
     if task.dataset == "nih":
         m |= {f"dice.{c}": score for c in ("Atelectasis", "Cardiomegaly")}
+        m["dice_present_classes"] = min(1.0, score + 0.05)
     else:
         m["dice.opacity"] = score
     return m

@@ -48,9 +48,13 @@ def test_task_runs_and_records(task, prepared_all, tmp_path):
     assert math.isfinite(test[primary]) and 0 <= test[primary] <= 1
     assert math.isfinite(record["metrics"]["val"]["loss"])
     if task.metric == "froc":
-        assert {"froc", "froc_box", "froc@0.125", "froc_box@8", "mAP"} <= set(test)
+        keys = {"froc", "froc_all_predictions", "froc_shape", "froc@0.125", "froc_shape@8", "mAP_coco"}
+        assert keys <= set(test)
+    if task.head == "yolov3":
+        assert {"mAP", "mAP_50", "mAP_75", "mAP_coco", "mAP_coco_50", "mAP_coco_75"} <= set(test)
     if task.dataset == "nih":
         assert get_dataset("nih").classes == NIH_CLASSES
         assert {f"dice.{c}" for c in NIH_CLASSES} <= set(test)  # one value per finding
+        assert 0 <= test["dice_present_classes"] <= 1
     if task.kind == "segmentation":
         assert 0 <= test["dice_per_image"] <= 1

@@ -126,11 +126,13 @@ def test_multilabel_metric_per_class_averaging():
     gt[0, 0, :] = 1
     pred[1] = 1  # class b: I=1 P=4 L=1 -> 2/5
     gt[1, 1, 1] = 1
-    # class c: nothing predicted, nothing present -> undefined, left out of the mean
+    # class c: nothing predicted, nothing present -> 0 in the mean (LoVT's torchmetrics F1); left out of
+    # dice_present_classes
     metric.process({}, [{"pred_sem_seg": {"data": pred}, "gt_sem_seg": {"data": gt}}])
     out = metric.compute_metrics(metric.results)
     assert out["dice.a"] == pytest.approx(2 / 3) and out["dice.b"] == pytest.approx(2 / 5)
-    assert out["dice"] == pytest.approx((2 / 3 + 2 / 5) / 2)
+    assert out["dice.c"] == 0.0 and out["dice"] == pytest.approx((2 / 3 + 2 / 5 + 0) / 3)
+    assert out["dice_present_classes"] == pytest.approx((2 / 3 + 2 / 5) / 2)
     assert out["dice_per_image"] == pytest.approx(2 * 2 / (5 + 3))
 
 
@@ -191,3 +193,95 @@ def test_sigmoid_heads_lose_only_the_dice_loss_of_mmseg():
     assert torch.allclose(mine["loss_dice"], ref["loss_dice"])
     mine["loss_dice"].backward()
     assert ours.conv_seg.weight.grad is not None and torch.isfinite(ours.conv_seg.weight.grad).all()
+
+
+def _yolo_head(num_classes: int, rank_by: str):
+    from mmengine.config import ConfigDict
+
+    from benchmark.openmmlab.heads import ObjectnessYOLOV3Head
+
+    head = ObjectnessYOLOV3Head(
+        num_classes=num_classes,
+        in_channels=[8, 8, 8],
+        out_channels=[8, 8, 8],
+        anchor_generator=dict(
+            type="YOLOAnchorGenerator",
+            base_sizes=[[(116, 90), (156, 198), (373, 326)], [(30, 61), (62, 45), (59, 119)], [(10, 13), (16, 30), (33, 23)]],
+            strides=[32, 16, 8],
+        ),
+        test_cfg=ConfigDict(
+            nms_pre=1000, min_bbox_size=0, score_thr=0.0, conf_thr=0.2, nms=dict(type="nms", iou_threshold=0.4),
+            max_per_img=1000, rank_by=rank_by,
+        ),
+    )  # fmt: skip
+    return head
+
+
+def _pred_maps(num_classes: int, seed: int, class_logit: float | None = None):
+    g = torch.Generator().manual_seed(seed)
+    maps = []
+    for size in (4, 8, 16):  # 128 px input
+        m = torch.randn(2, 3, 5 + num_classes, size, size, generator=g) * 2
+        if class_logit is not None:
+            m[:, :, 5:] = class_logit
+        maps.append(m.reshape(2, 3 * (5 + num_classes), size, size))
+    return maps
+
+
+def _lovt_nms(boxes: torch.Tensor, conf: torch.Tensor, nms_thres: float = 0.4) -> torch.Tensor:
+    """The suppression loop of LoVT's ``non_max_suppression`` for one class (github.com/philip-mueller/lovt @
+    87b9a30750996e1e916464522221a03821ceb073, src/models/downstream/detection.py, ``bbox_iou`` with its +1),
+    returning the kept boxes in order."""
+
+    def bbox_iou(box1, box2):
+        b1_x1, b1_y1, b1_x2, b1_y2 = box1[:, 0], box1[:, 1], box1[:, 2], box1[:, 3]
+        b2_x1, b2_y1, b2_x2, b2_y2 = box2[:, 0], box2[:, 1], box2[:, 2], box2[:, 3]
+        inter_rect_x1 = torch.max(b1_x1, b2_x1)
+        inter_rect_y1 = torch.max(b1_y1, b2_y1)
+        inter_rect_x2 = torch.min(b1_x2, b2_x2)
+        inter_rect_y2 = torch.min(b1_y2, b2_y2)
+        inter_area = torch.clamp(inter_rect_x2 - inter_rect_x1 + 1, min=0) * torch.clamp(
+            inter_rect_y2 - inter_rect_y1 + 1, min=0
+        )
+        b1_area = (b1_x2 - b1_x1 + 1) * (b1_y2 - b1_y1 + 1)
+        b2_area = (b2_x2 - b2_x1 + 1) * (b2_y2 - b2_y1 + 1)
+        return inter_area / (b1_area + b2_area - inter_area + 1e-16)
+
+    _, conf_sort_index = torch.sort(conf, descending=True)
+    detections_class = boxes[conf_sort_index]
+    max_detections = []
+    while detections_class.size(0):
+        max_detections.append(detections_class[0].unsqueeze(0))
+        if len(detections_class) == 1:
+            break
+        ious = bbox_iou(max_detections[-1], detections_class[1:])
+        detections_class = detections_class[1:][ious < nms_thres]
+    return torch.cat(max_detections)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_yolov3_ranks_on_objectness_as_lovt(seed):
+    """Test-time boxes as LoVT: objectness >= 0.2, ranked, suppressed (IoU with +1) and scored on objectness
+    alone; mmdet's own scoring (class probability x objectness) differs once class probabilities vary."""
+    metas = [{"img_shape": (128, 128), "scale_factor": (1.0, 1.0)}] * 2
+    ours = _yolo_head(1, "objectness").predict_by_feat(_pred_maps(1, seed), metas)
+    before_nms = _yolo_head(1, "objectness").predict_by_feat(_pred_maps(1, seed), metas, with_nms=False)
+    sure = _yolo_head(1, "class_x_objectness").predict_by_feat(
+        _pred_maps(1, seed, class_logit=50.0), metas, with_nms=False
+    )
+    mmdet = _yolo_head(1, "class_x_objectness").predict_by_feat(_pred_maps(1, seed), metas)
+    for a, pre, b, c in zip(ours, before_nms, sure, mmdet):
+        # before NMS: mmdet's boxes with every class probability 1 (scores = objectness)
+        mine, theirs = torch.argsort(pre.scores, descending=True), torch.argsort(b.scores, descending=True)
+        assert torch.equal(pre.bboxes[mine], b.bboxes[theirs])
+        assert torch.allclose(pre.scores[mine], b.scores[theirs])
+        assert (pre.scores >= 0.2).all() and (pre.labels == 0).all() and len(pre) > 20
+        # NMS: LoVT's loop on the same boxes keeps the same boxes in the same order
+        assert torch.equal(a.bboxes, _lovt_nms(pre.bboxes, pre.scores)) and len(a) < len(pre)
+        assert torch.equal(a.scores, torch.sort(a.scores, descending=True).values)
+        assert not (len(a) == len(c) and torch.allclose(a.scores, c.scores))
+    # several classes: each box once, with its most probable class (LoVT), scored by objectness
+    (multi, _) = _yolo_head(3, "objectness").predict_by_feat(_pred_maps(3, seed), metas)
+    assert (multi.scores >= 0.2).all() and set(multi.labels.tolist()) <= {0, 1, 2} and len(multi) > 5
+    with pytest.raises(ValueError, match="rank_by"):
+        _yolo_head(1, "class").predict_by_feat(_pred_maps(1, seed), metas)

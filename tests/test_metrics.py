@@ -91,7 +91,7 @@ def _coco_gt(tmp_path):
     return path
 
 
-def test_detection_metric_equals_pycocotools(tmp_path):
+def test_detection_metric_coco_keys_equal_pycocotools(tmp_path):
     from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval
 
@@ -125,17 +125,18 @@ def test_detection_metric_equals_pycocotools(tmp_path):
     ev = COCOeval(coco, coco.loadRes(dets), "bbox")
     ev.params.iouThrs = np.array(IOU_THRS)
     ev.evaluate(), ev.accumulate(), ev.summarize()
-    assert out["mAP"] == pytest.approx(ev.stats[0]) and out["mAP_50"] == pytest.approx(ev.stats[1])
-    assert out["mAP_75"] == pytest.approx(ev.stats[2]) and 0 < out["mAP_75"] < out["mAP_50"]
+    assert out["mAP_coco"] == pytest.approx(ev.stats[0]) and out["mAP_coco_50"] == pytest.approx(ev.stats[1])
+    assert out["mAP_coco_75"] == pytest.approx(ev.stats[2]) and 0 < out["mAP_coco_75"] < out["mAP_coco_50"]
     assert out["n_detections"] == 5
     empty = metric.compute_metrics(
         [({}, {"img_id": 1, "bboxes": np.zeros((0, 4)), "scores": np.zeros(0), "labels": np.zeros(0, int)})]
     )
-    assert empty["mAP"] == 0.0 and not math.isnan(empty["mAP_50"])
+    assert empty["mAP_coco"] == 0.0 and not math.isnan(empty["mAP_coco_50"])
+    assert empty["mAP"] == 0.0 and empty["mAP_50"] == 0.0  # LoVT's definition (tests/test_published_metrics.py)
 
 
-def test_froc_hand_computed():
-    from benchmark.froc import froc
+def test_froc_all_predictions_hand_computed():
+    from benchmark.froc import froc_all_predictions as froc
 
     # image 0 has objects 1 (ellipse) and 2; image 1 has none. Hits as "true shape" (p2 lies in the
     # ellipse's bounding box but outside the ellipse) and as "bounding box".
@@ -148,80 +149,3 @@ def test_froc_hand_computed():
     assert froc(scores, box_hits, 2, 2, fps=(0.5, 1.0, 8.0))[0] == [0.5, 1.0, 1.0]
     assert froc([0.9], [[1]], 2, 2, fps=(0.5,)) == ([0.5], 0.5)
     assert math.isnan(froc([], [], 3, 0)[1])
-
-
-def test_froc_metric_shape_vs_box(tmp_path):
-    import json
-
-    from pycocotools import mask as mask_utils
-
-    from benchmark.openmmlab.metrics import FROCMetric
-
-    ellipse = np.zeros((100, 100), dtype=np.uint8)
-    rr, cc = np.mgrid[0:100, 0:100] + 0.5
-    ellipse[((cc - 30) / 20) ** 2 + ((rr - 20) / 10) ** 2 <= 1] = 1  # inscribed in the box [10, 10, 40, 20]
-    rect = np.zeros((100, 100), dtype=np.uint8)
-    rect[60:70, 60:70] = 1
-
-    def rle(m):
-        r = mask_utils.encode(np.asfortranarray(m))
-        return {"size": r["size"], "counts": r["counts"].decode()}
-
-    gt = {
-        "images": [
-            {"id": 1, "file_name": "a.png", "width": 100, "height": 100},
-            {"id": 2, "file_name": "b.png", "width": 100, "height": 100},
-        ],
-        "annotations": [
-            {
-                "id": 1,
-                "image_id": 1,
-                "category_id": 1,
-                "bbox": [10, 10, 40, 20],
-                "area": 800,
-                "iscrowd": 0,
-                "segmentation": rle(ellipse),
-                "shape": "ellipse",
-            },
-            {
-                "id": 2,
-                "image_id": 1,
-                "category_id": 1,
-                "bbox": [60, 60, 10, 10],
-                "area": 100,
-                "iscrowd": 0,
-                "segmentation": rle(rect),
-                "shape": "rectangle",
-            },
-        ],
-        "categories": [{"id": 1, "name": "foreign_object"}],
-    }
-    path = tmp_path / "gt.json"
-    path.write_text(json.dumps(gt))
-    metric = FROCMetric(ann_file=str(path))
-    metric.dataset_meta = {"classes": ("foreign_object",)}
-
-    def pred(img_id, centres, scores):
-        boxes = np.array([[x - 2, y - 2, x + 2, y + 2] for x, y in centres], float)
-        return (
-            {},
-            {
-                "img_id": img_id,
-                "bboxes": boxes,
-                "scores": np.array(scores),
-                "labels": np.zeros(len(scores), int),
-            },
-        )
-
-    results = [
-        pred(1, [(30, 20), (12, 12), (65, 65)], [0.9, 0.8, 0.6]),
-        pred(2, [(50, 50), (40, 40)], [0.7, 0.5]),
-    ]
-    out = metric.compute_metrics(results)
-    # same walk as test_froc_hand_computed with the default rates 0.125..8 over 2 images
-    assert (
-        out["froc@0.5"] == 0.5 and out["froc@1"] == 0.5 and out["froc@8"] == 1.0
-    )  # unreached: all predictions
-    assert out["froc_box@0.5"] == 0.5 and out["froc_box@1"] == 1.0
-    assert out["froc_box"] > out["froc"]
-    assert "mAP" in out

@@ -148,7 +148,7 @@ def test_yolov3_config(task, tmp_path):
     # three levels on conv5 (7x7), conv4 (14x14), conv3 (28x28); neck in coarse-to-fine order
     assert m.backbone.out_indices == (3, 4, 5)
     assert m.neck.type == "YOLOV3Neck" and m.neck.in_channels == [2048, 1024, 512]
-    assert m.bbox_head.type == "YOLOV3Head" and m.bbox_head.num_classes == 1
+    assert m.bbox_head.type == "CXRObjectnessYOLOV3Head" and m.bbox_head.num_classes == 1
     assert m.bbox_head.featmap_strides == [32, 16, 8]
     anchors = [[tuple(a) for a in level] for level in m.bbox_head.anchor_generator.base_sizes]
     assert anchors == [list(level) for level in YOLO_ANCHORS]
@@ -156,6 +156,7 @@ def test_yolov3_config(task, tmp_path):
     assert anchors[2] == [(5.4, 7.02), (8.64, 16.2), (17.82, 12.42)]  # the 28x28 level
     # prediction: confidence threshold 0.2, then NMS at IoU 0.4
     assert m.test_cfg.conf_thr == 0.2 and m.test_cfg.nms.iou_threshold == 0.4 and m.test_cfg.score_thr == 0
+    assert m.test_cfg.rank_by == "objectness"  # LoVT ranks and scores boxes on objectness alone
     metric = "CXRFROCMetric" if task.metric == "froc" else "CXRDetectionMetric"
     assert cfg.val_evaluator.type == cfg.test_evaluator.type == metric
 

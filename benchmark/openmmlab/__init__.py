@@ -42,6 +42,7 @@ for _registry, _classes in (
             heads.MultiLabelFCNHead,
             heads.MultiLabelUNetHead,
             heads.MultiLabelEncoderDecoder,
+            heads.ObjectnessYOLOV3Head,
         ],
     ),
     (TRANSFORMS, [heads.LoadMultiLabelMasks, feature_cache.PlaceholderImage]),

@@ -112,7 +112,7 @@ def _detection(task: TaskSpec, s: RunSettings, channels: list[int]) -> dict:
         ),
         neck=dict(type="YOLOV3Neck", num_scales=3, in_channels=[c5, c4, c3], out_channels=[512, 256, 128]),
         bbox_head=dict(
-            type="YOLOV3Head",
+            type="CXRObjectnessYOLOV3Head",  # mmdet's YOLOV3Head, boxes ranked on objectness (LoVT)
             num_classes=len(s.classes),
             in_channels=[512, 256, 128],
             out_channels=[1024, 512, 256],
@@ -139,6 +139,7 @@ def _detection(task: TaskSpec, s: RunSettings, channels: list[int]) -> dict:
             min_bbox_size=0,
             score_thr=0.0,
             conf_thr=YOLO_CONF_THR,
+            rank_by="objectness",
             nms=dict(type="nms", iou_threshold=YOLO_NMS_IOU),
             max_per_img=100,
         ),

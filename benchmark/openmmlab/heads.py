@@ -1,5 +1,6 @@
-"""Segmentation heads of the protocol that mmseg does not ship: the U-Net decoder, and the multi-label
-pieces the NIH task needs (overlapping boxes of different findings -> one sigmoid output per class)."""
+"""Heads of the protocol that mmseg / mmdet do not ship as such: the U-Net decoder, the multi-label pieces
+the NIH task needs (overlapping boxes of different findings -> one sigmoid output per class), and mmdet's
+YOLOv3 head with LoVT's test-time ranking (objectness alone)."""
 
 from __future__ import annotations
 
@@ -9,8 +10,10 @@ from collections.abc import Sequence
 import mmcv
 import numpy as np
 import torch
+from mmcv.ops import batched_nms
 from mmcv.transforms import BaseTransform
-from mmengine.structures import PixelData
+from mmdet.models.dense_heads import YOLOV3Head
+from mmengine.structures import InstanceData, PixelData
 from mmseg.models.decode_heads.decode_head import BaseDecodeHead
 from mmseg.models.decode_heads.fcn_head import FCNHead
 from mmseg.models.segmentors import EncoderDecoder
@@ -178,3 +181,58 @@ class LoadMultiLabelMasks(BaseTransform):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(classes={self.classes})"
+
+
+class ObjectnessYOLOV3Head(YOLOV3Head):
+    """mmdet's ``YOLOV3Head`` (same layers, loss and training) whose test-time boxes are ranked, suppressed
+    and scored as LoVT's YOLOv3 (``non_max_suppression`` in LoVT's ``src/models/downstream/detection.py``):
+    boxes with objectness >= ``conf_thr``, each labelled with its most probable class, NMS per class on the
+    objectness, the objectness as the box's score. mmdet scores class probability x objectness instead
+    (``test_cfg.rank_by = "class_x_objectness"`` keeps that); with one class LoVT never trains the class
+    output (its class loss is 0), mmdet does, only on positive anchors.
+
+    ``nms_pre`` keeps the boxes of highest objectness (mmdet: highest class probability). NMS uses LoVT's
+    IoU, with +1 on every width and height (in the prepared image's pixels, the frame LoVT's boxes are in).
+    """
+
+    def predict_by_feat(
+        self, pred_maps, batch_img_metas, cfg=None, rescale: bool = False, with_nms: bool = True
+    ) -> list[InstanceData]:
+        cfg = self.test_cfg if cfg is None else cfg
+        rank_by = cfg.get("rank_by", "objectness")
+        if rank_by == "class_x_objectness":
+            return super().predict_by_feat(pred_maps, batch_img_metas, cfg, rescale, with_nms)
+        if rank_by != "objectness":
+            raise ValueError(f"test_cfg.rank_by must be 'objectness' or 'class_x_objectness', got {rank_by!r}")
+        num_imgs = len(batch_img_metas)
+        featmap_sizes = [pred_map.shape[-2:] for pred_map in pred_maps]
+        priors = torch.cat(self.prior_generator.grid_priors(featmap_sizes, device=pred_maps[0].device))
+        preds, strides = [], []
+        for pred, stride in zip(pred_maps, self.featmap_strides):  # mmdet's decoding, unchanged
+            pred = pred.permute(0, 2, 3, 1).reshape(num_imgs, -1, self.num_attrib)
+            pred[..., :2].sigmoid_()
+            preds.append(pred)
+            strides.append(pred.new_tensor(stride).expand(pred.size(1)))
+        preds = torch.cat(preds, dim=1)
+        boxes = self.bbox_coder.decode(priors, preds[..., :4], torch.cat(strides).unsqueeze(-1))
+        objectness = preds[..., 4].sigmoid()
+        cls_scores = preds[..., 5:].sigmoid()
+        results_list = []
+        for bboxes, obj, cls, img_meta in zip(boxes, objectness, cls_scores, batch_img_metas):
+            keep = obj >= cfg.get("conf_thr", -1)
+            bboxes, obj, cls = bboxes[keep], obj[keep], cls[keep]
+            nms_pre = cfg.get("nms_pre", -1)
+            if 0 < nms_pre < obj.numel():
+                top = obj.topk(nms_pre).indices
+                bboxes, obj, cls = bboxes[top], obj[top], cls[top]
+            results = InstanceData(scores=obj, labels=cls.argmax(dim=1), bboxes=bboxes)
+            results = self._bbox_post_process(
+                results=results, cfg=cfg, rescale=rescale, with_nms=False, img_meta=img_meta
+            )
+            if with_nms and len(results):
+                # LoVT's NMS IoU adds 1 to every width and height: the continuous IoU of boxes grown by 1
+                grown = results.bboxes + results.bboxes.new_tensor([0, 0, 1, 1])
+                _, keep = batched_nms(grown, results.scores, results.labels, cfg.nms)
+                results = results[keep][: cfg.max_per_img]
+            results_list.append(results)
+        return results_list

@@ -11,16 +11,22 @@ from mmdet.evaluation.metrics import CocoMetric
 from mmseg.evaluation.metrics import IoUMetric
 from pycocotools.cocoeval import COCOeval
 
+from benchmark.box_ap import ImageBoxes, box_map
+from benchmark.froc import FROC_FPS, froc, froc_all_predictions
+
 # mAP@[.40:.05:.75] (the RSNA Kaggle range); rounded so that 0.5 and 0.75 are exact and pycocotools can
 # read AP@.5 / AP@.75 off the same evaluation.
 IOU_THRS = tuple(round(0.40 + 0.05 * i, 2) for i in range(8))
 
 
 class DetectionMetric(CocoMetric):
-    """COCO box AP over IoU 0.40:0.05:0.75, plus AP@0.5 and AP@0.75, at full precision.
+    """Box mAP over IoU 0.40:0.05:0.75, plus AP@0.5 and AP@0.75, in two definitions, at full precision.
 
-    Keys (prefix ``det``): ``mAP``, ``mAP_50``, ``mAP_75``, ``n_detections``. No detections at all scores
-    0 (not an error); a split without ground-truth boxes scores NaN (AP is undefined there).
+    Keys (prefix ``det``): ``mAP``, ``mAP_50``, ``mAP_75`` as the published LoVT numbers
+    (:func:`benchmark.box_ap.box_map`: VOC IoU with +1 on widths and heights, 101 recall points; 0 without
+    any detection or ground truth); ``mAP_coco``, ``mAP_coco_50``, ``mAP_coco_75`` by pycocotools
+    (continuous IoU; no detections at all scores 0, a split without ground-truth boxes NaN);
+    ``n_detections``.
     """
 
     default_prefix = "det"
@@ -28,12 +34,43 @@ class DetectionMetric(CocoMetric):
     def __init__(self, ann_file: str, iou_thrs=IOU_THRS, **kwargs) -> None:
         super().__init__(ann_file=ann_file, metric="bbox", iou_thrs=list(iou_thrs), **kwargs)
 
-    def compute_metrics(self, results: list) -> dict[str, float]:
-        _, preds = zip(*results)
+    def _prepare_ids(self) -> None:
         if self.cat_ids is None:
             self.cat_ids = self._coco_api.get_cat_ids(cat_names=self.dataset_meta["classes"])
         if self.img_ids is None:
             self.img_ids = self._coco_api.get_img_ids()
+
+    def _gt_boxes(self, img_id: int) -> tuple[np.ndarray, np.ndarray]:
+        """Ground truth of one image as (x1, y1, x2, y2) boxes (x2 = x + w, as LoVT) and class indices."""
+        anns = self._coco_api.loadAnns(self._coco_api.getAnnIds(imgIds=[img_id], catIds=self.cat_ids))
+        boxes = np.array([[x, y, x + w, y + h] for x, y, w, h in (a["bbox"] for a in anns)], dtype=np.float64)
+        labels = np.array([self.cat_ids.index(a["category_id"]) for a in anns], dtype=np.int64)
+        return boxes.reshape(-1, 4), labels
+
+    def _published_map(self, preds: list[dict]) -> dict[str, float]:
+        """LoVT's ``BBoxMeanAPMetric`` on the images in evaluation order (images without a result last)."""
+        images, seen = [], set()
+        for pred in preds:
+            img_id = int(pred["img_id"])
+            seen.add(img_id)
+            images.append(
+                ImageBoxes(
+                    np.asarray(pred["bboxes"], dtype=np.float64).reshape(-1, 4),
+                    np.asarray(pred["scores"], dtype=np.float64),
+                    np.asarray(pred["labels"], dtype=np.int64),
+                    *self._gt_boxes(img_id),
+                )
+            )
+        for img_id in self.img_ids:
+            if img_id not in seen:
+                no_preds = (np.zeros((0, 4)), np.zeros(0), np.zeros(0, int))
+                images.append(ImageBoxes(*no_preds, *self._gt_boxes(img_id)))
+        out = box_map(images, num_classes=len(self.cat_ids), iou_thresholds=self.iou_thrs)
+        return {"mAP": out["mAP"], "mAP_50": out["mAP@0.5"], "mAP_75": out["mAP@0.75"]}
+
+    def compute_metrics(self, results: list) -> dict[str, float]:
+        _, preds = zip(*results)
+        self._prepare_ids()
         dets = []
         for pred in preds:
             for (x1, y1, x2, y2), score, label in zip(pred["bboxes"], pred["scores"], pred["labels"]):
@@ -45,10 +82,11 @@ class DetectionMetric(CocoMetric):
                         "score": float(score),
                     }
                 )
+        out = dict(self._published_map(list(preds)), n_detections=len(dets))
         has_gt = len(self._coco_api.getAnnIds(imgIds=self.img_ids, catIds=self.cat_ids)) > 0
         if not dets:
             value = 0.0 if has_gt else math.nan
-            return {"mAP": value, "mAP_50": value, "mAP_75": value, "n_detections": 0}
+            return dict(out, mAP_coco=value, mAP_coco_50=value, mAP_coco_75=value)
         with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints its tables
             coco_eval = COCOeval(self._coco_api, self._coco_api.loadRes(dets), "bbox")
             coco_eval.params.catIds = self.cat_ids
@@ -58,22 +96,22 @@ class DetectionMetric(CocoMetric):
             coco_eval.accumulate()
             coco_eval.summarize()
         stats = [float(s) if s >= 0 else math.nan for s in coco_eval.stats[:3]]
-        return {"mAP": stats[0], "mAP_50": stats[1], "mAP_75": stats[2], "n_detections": len(dets)}
+        return dict(out, mAP_coco=stats[0], mAP_coco_50=stats[1], mAP_coco_75=stats[2])
 
 
 class FROCMetric(DetectionMetric):
-    """FROC of the Object-CXR challenge, plus the COCO mAP values of :class:`DetectionMetric`.
+    """FROC of the Object-CXR challenge, plus the mAP values of :class:`DetectionMetric`.
 
-    A prediction's point is its box centre. ``froc`` tests "inside the object" on the true shape
-    (the annotation's ``segmentation`` mask: rectangle, inscribed ellipse or polygon, rasterised by
-    ``prepare``); ``froc_box`` on the shape's bounding box (what the published numbers used). Also
-    ``froc@<rate>`` / ``froc_box@<rate>`` for each false-positive rate.
+    A prediction's point is its box centre. ``froc``: the challenge's definition as LoVT computes it
+    (:func:`benchmark.froc.froc`), the hit tested on the annotation's bounding box (what the published numbers
+    used); ``froc_all_predictions``: the same hits, unreached rates filled with the sensitivity of all
+    predictions (:func:`benchmark.froc.froc_all_predictions`); ``froc_shape``: that rule with the hit tested
+    on the true shape (the annotation's ``segmentation`` mask: rectangle, inscribed ellipse or polygon,
+    rasterised by ``prepare``). Also ``<key>@<rate>`` for each false-positive rate.
     """
 
     def compute_metrics(self, results: list) -> dict[str, float]:
         from pycocotools import mask as mask_utils
-
-        from benchmark.froc import FROC_FPS, froc
 
         out = super().compute_metrics(results)
         objects: dict[int, list[tuple[int, list[float], np.ndarray | None]]] = {}
@@ -107,8 +145,12 @@ class FROCMetric(DetectionMetric):
                 hits_box.append(in_box)
         n_images = len(self.img_ids)
         n_objects = sum(len(v) for v in objects.values())
-        for key, hits in (("froc", hits_shape), ("froc_box", hits_box)):
-            sens, value = froc(scores, hits, n_images, n_objects)
+        for key, rule, hits in (
+            ("froc", froc, hits_box),
+            ("froc_all_predictions", froc_all_predictions, hits_box),
+            ("froc_shape", froc_all_predictions, hits_shape),
+        ):
+            sens, value = rule(scores, hits, n_images, n_objects)
             out[key] = value
             for rate, s in zip(FROC_FPS, sens):
                 out[f"{key}@{rate:g}"] = s
@@ -124,9 +166,12 @@ class SegMetric(IoUMetric):
 
     Keys (prefix ``seg``): ``dice`` = the mean over foreground classes of the per-class micro Dice (pixels
     pooled over the split; for one class simply its micro Dice; for NIH the protocol's mean of the 8
-    per-class Dice); ``dice.<class>`` per class; ``iou`` likewise; ``dice_per_image`` = mean over images of
-    the per-image Dice of all foreground pixels (an image without foreground in prediction and label counts
-    1, the SIIM challenge convention).
+    per-class Dice), where a class in neither prediction nor label counts 0, as LoVT's torchmetrics
+    ``F1(multiclass=False, average="micro")``; ``dice.<class>`` per class (the same rule); multi-label only:
+    ``dice_present_classes`` = the mean over the classes present in prediction or label; ``iou`` = the mean
+    over the present classes of the per-class micro IoU (``iou.<class>`` per class, multi-label);
+    ``dice_per_image`` = mean over images of the per-image Dice of all foreground pixels (an image without
+    foreground in prediction and label counts 1, the SIIM challenge convention).
     """
 
     default_prefix = "seg"
@@ -156,17 +201,20 @@ class SegMetric(IoUMetric):
         classes = self.dataset_meta["classes"]
         fg = list(range(len(classes))) if self.multi_label else list(range(1, len(classes)))
         out: dict[str, float] = {}
-        dices, ious = [], []
+        dices, present, ious = [], [], []
         for c in fg:
             denom = pred[:, c].sum() + label[:, c].sum()
-            d = 2 * inter[:, c].sum() / denom if denom > 0 else math.nan
+            d = 2 * inter[:, c].sum() / denom if denom > 0 else 0.0  # torchmetrics' F1: 0 / 0 -> 0
             u = union[:, c].sum()
             dices.append(d)
+            present.append(d if denom > 0 else math.nan)
             ious.append(inter[:, c].sum() / u if u > 0 else math.nan)
             out[f"dice.{classes[c]}"] = d
             if self.multi_label:
                 out[f"iou.{classes[c]}"] = ious[-1]
-        out["dice"] = _nanmean(dices)
+        out["dice"] = float(np.mean(dices))
+        if self.multi_label:
+            out["dice_present_classes"] = _nanmean(present)
         out["iou"] = _nanmean(ious)
         p, gt, i = pred[:, fg].sum(axis=1), label[:, fg].sum(axis=1), inter[:, fg].sum(axis=1)
         per_image = np.where(p + gt > 0, 2 * i / np.maximum(p + gt, 1e-12), 1.0)
