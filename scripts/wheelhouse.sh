@@ -6,6 +6,7 @@
 #   scripts/setup.sh --offline WHEELHOUSE --python /path/to/the/nodes/python3
 #
 # Usage: scripts/wheelhouse.sh [--out DIR] [--python-version X.Y] [--platform TAG]... [--have FILE] [--python PY]
+#                              [--real-opencv]
 #   --out DIR              the wheelhouse (default: wheelhouse in the repository); emptied first
 #   --python-version X.Y   the node's Python (default: that of --python)
 #   --platform TAG         a wheel platform tag the node accepts, repeatable (default: this machine's;
@@ -15,6 +16,8 @@
 #                          a line with a bare name leaves that package out without pinning its version
 #   --python PY            the interpreter whose pip resolves and downloads (default: $CXRBENCH_VENV/bin/python,
 #                          else python3); pip >= 23.0
+#   --real-opencv          fetch opencv-python (71 MiB) instead of satisfying it with an empty wheel that
+#                          requires opencv-python-headless (the same cv2 without GUI libraries)
 set -euo pipefail
 
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -22,6 +25,7 @@ out="$repo/wheelhouse"
 pyver=""
 platforms=()
 have=""
+real_opencv=0
 python="${CXRBENCH_VENV:+$CXRBENCH_VENV/bin/python}"
 python="${python:-python3}"
 while [ $# -gt 0 ]; do
@@ -31,6 +35,7 @@ while [ $# -gt 0 ]; do
     --platform) platforms+=("$2"); shift 2 ;;
     --have) have="$2"; shift 2 ;;
     --python) python="$2"; shift 2 ;;
+    --real-opencv) real_opencv=1; shift ;;
     -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
     *) echo "wheelhouse.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
@@ -86,6 +91,9 @@ if have:
         line = line.strip()
         if not line or line.startswith(("#", "-")) or " @ " in line:
             continue  # editable / direct-reference installs: not something the resolver can pin
+        name = line.split("==", 1)[0]
+        if norm(name) in ("pip", "setuptools", "wheel"):
+            continue  # installers, not dependencies (setuptools goes in for the editable build)
         if "==" in line:
             name, version = line.split("==", 1)
             pins.append(f"{name}=={version.split('+', 1)[0]}")  # the node's +cu130 build is that version
@@ -102,13 +110,39 @@ PY
 echo "==> [3/4] resolve for Python ${pyver:-$("$python" -c 'import sys; print("%d.%d" % sys.version_info[:2])')}${platforms:+ (${platforms[0]}, ...)}"
 "$python" -m pip install --quiet --dry-run --ignore-installed --only-binary=:all: "${target[@]}" \
   --target "$work/target" --report "$work/report.json" -c "$work/constraints.txt" -r "$work/requirements.txt"
-"$python" - "$work" <<'PY'
+"$python" - "$work" "$out" "$real_opencv" <<'PY'
 import json
 import re
 import sys
 from pathlib import Path
 
-work = Path(sys.argv[1])
+work, out, alias_off = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3] == "1"
+
+
+def alias(version: str, headless: str) -> None:
+    """opencv_python-VERSION+headless-py3-none-any.whl: metadata only, Requires-Dist the headless build."""
+    import base64
+    import hashlib
+    import zipfile
+
+    v = f"{version}+headless"
+    info = f"opencv_python-{v}.dist-info"
+    files = {
+        f"{info}/METADATA": (
+            f"Metadata-Version: 2.1\nName: opencv-python\nVersion: {v}\n"
+            "Summary: cxrbench wheelhouse: opencv-python satisfied by opencv-python-headless (same cv2, no GUI)\n"
+            f"Requires-Dist: opencv-python-headless=={headless}\n"
+        ),
+        f"{info}/WHEEL": "Wheel-Version: 1.0\nGenerator: cxrbench-wheelhouse\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+    }
+    record = []
+    for path, text in files.items():
+        digest = base64.urlsafe_b64encode(hashlib.sha256(text.encode()).digest()).rstrip(b"=").decode()
+        record.append(f"{path},sha256={digest},{len(text.encode())}")
+    files[f"{info}/RECORD"] = "\n".join(record + [f"{info}/RECORD,,"]) + "\n"
+    with zipfile.ZipFile(out / f"opencv_python-{v}-py3-none-any.whl", "w") as z:
+        for path, text in files.items():
+            z.writestr(path, text)
 
 
 def norm(name: str) -> str:
@@ -116,17 +150,23 @@ def norm(name: str) -> str:
 
 
 have = set((work / "have.txt").read_text().split())
+resolved = {norm(i["metadata"]["name"]): i["metadata"]["version"] for i in json.loads((work / "report.json").read_text())["install"]}
 keep, left = [], []
-for item in json.loads((work / "report.json").read_text())["install"]:
-    name, version = norm(item["metadata"]["name"]), item["metadata"]["version"]
+for name, version in resolved.items():
     gpu_stack = name in ("torch", "torchvision", "triton") or name.startswith(("nvidia-", "cuda-"))
     # setuptools always: pip builds the editable install in an isolated environment from the wheelhouse
     if gpu_stack or (name in have and name != "setuptools"):
         left.append(name)
+    elif name == "opencv-python" and "opencv-python-headless" in resolved and not alias_off:
+        # mmengine and mmcv-lite declare opencv-python (71 MiB, GUI libraries); albumentations brings
+        # opencv-python-headless, the same cv2 without them. An empty wheel of that name requiring the
+        # headless one satisfies the declaration and keeps the wheelhouse small.
+        alias(version, resolved["opencv-python-headless"])
+        left.append(f"{name} (an empty wheel requiring opencv-python-headless)")
     else:
         keep.append(f"{name}=={version}")
 (work / "download.txt").write_text("\n".join(keep) + "\n")
-print(f"{len(keep)} wheels to fetch; left out (the node's): {len(left)}")
+print(f"{len(keep)} wheels to fetch; left out (the node's or replaced): {len(left)}")
 PY
 
 echo "==> [4/4] download"
