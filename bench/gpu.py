@@ -475,6 +475,12 @@ def main(argv=None) -> int:
         "skipped": [],
     }
     problems = report["problems"]
+
+    def save() -> None:  # after every step: a run stopped at a time limit still leaves its figures
+        report["wall_s"] = round(time.perf_counter() - started, 1)
+        report["ok"] = not problems
+        (out_dir / "gpu_check.json").write_text(json.dumps(report, indent=1, default=str))
+
     _log(f"GPU check, {today()}, {gpu or 'CPU'}, {machine()}, {cfg['backbone']} at {cfg['size']} px")
     try:
         # 1. doctor
@@ -488,6 +494,7 @@ def main(argv=None) -> int:
             problems.append("doctor: NMS was not checked on CUDA")
         _log(f"[doctor] {'OK' if doctor['ok'] else 'PROBLEMS'}; NMS: {doctor.get('nms_check')}")
 
+        save()
         # 2.-3. checks against the CPU reference (computed in a subprocess meanwhile)
         data = make_data(work, tiny, cfg["size"])
         _log(f"[data] fake RSNA and COVID Rural prepared at {cfg['size']} px ({time.perf_counter() - started:.0f} s)")
@@ -556,6 +563,7 @@ def main(argv=None) -> int:
             problems.append(f"feature cache on {args.device}: first run {built.get('built')}, second {reused}")
         _log(f"[cache] built {built.get('built')} ({built.get('size')}), then reused {reused.get('reused')}: {'OK' if cache_ok else 'FAILED'}")
 
+        save()
         # 4. torchrun
         tr = torchrun_check(cfg, data, work)
         report["torchrun"] = tr
@@ -563,6 +571,7 @@ def main(argv=None) -> int:
             problems.append(f"torchrun with {tr['nproc']} process(es) failed: {tr['output_tail']}")
         _log(f"[torchrun] {tr['nproc']} process(es): record {tr['record_status']}, world size {tr['world_size']} ({tr['seconds']} s): {'OK' if tr['ok'] else 'FAILED'}")
 
+        save()
         # 5. throughput
         speeds = {}
         for amp in precisions:
@@ -574,6 +583,8 @@ def main(argv=None) -> int:
                         continue
                     s = speed_run(cfg, data, work, head, frozen, measured, amp)
                     speeds[(head, frozen, measured, amp)] = s
+                    report["throughput"] = [dict(v) for v in speeds.values()]
+                    save()
                     if not s["losses_finite"]:
                         problems.append(f"throughput run {label}: non-finite loss")
                     mem = f", peak GPU memory {s['peak_gpu_gib']:.2f} GiB" if s["peak_gpu_gib"] is not None else ""
@@ -581,6 +592,7 @@ def main(argv=None) -> int:
                     _log(f"[speed] {label:<34} train {s['train_images_per_s']:8.1f} img/s, val {s['val_images_per_s']:8.1f} img/s{cache}, overhead {s['overhead_s']:.1f} s/run{mem}")
         report["throughput"] = [dict(v) for v in speeds.values()]
 
+        save()
         # 6. projection
         report["projection"] = {}
         for amp in precisions:
@@ -610,9 +622,7 @@ def main(argv=None) -> int:
         report["traceback"] = traceback.format_exc()
         _log(report["traceback"])
     finally:
-        report["wall_s"] = round(time.perf_counter() - started, 1)
-        report["ok"] = not problems
-        (out_dir / "gpu_check.json").write_text(json.dumps(report, indent=1, default=str))
+        save()
         if not args.work:
             shutil.rmtree(work, ignore_errors=True)
     for problem in problems:

@@ -104,7 +104,7 @@ if have:
         sys.exit(f"{have}: no torch in the node's packages; cxrbench installs over the node's torch")
 (work / "constraints.txt").write_text("\n".join(pins) + "\n")
 (work / "have.txt").write_text("\n".join(names) + "\n")
-print(f"{len(reqs)} requirements; {len(pins)} packages already on the node" if have else f"{len(reqs)} requirements")
+print(f"{len(reqs)} requirements; the node has {len(names)} packages ({len(pins)} with versions)" if have else f"{len(reqs)} requirements")
 PY
 
 echo "==> [3/4] resolve for Python ${pyver:-$("$python" -c 'import sys; print("%d.%d" % sys.version_info[:2])')}${platforms:+ (${platforms[0]}, ...)}"
