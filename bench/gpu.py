@@ -1,6 +1,6 @@
 """The GPU check: does cxrbench work on this CUDA machine, how fast, and what one encoder's sweep costs here.
 
-    python -m bench.gpu --out DIR                       # on a GPU node: about 5-8 minutes on one GPU
+    python -m bench.gpu --out DIR                       # on a GPU node: sized for < 8 minutes (untimed)
     python -m bench.gpu --device cpu --tiny --out DIR   # the same code on CPU at tiny sizes (CI, < 1 min)
 
 One command, in this order (every training goes through the project's own run machinery: ``plan_run``,
