@@ -307,7 +307,7 @@ def speed_run(cfg, data, work, head, frozen, batch, amp) -> dict:
     """Throughput of one (head, encoder mode, batch, precision) at ``cfg['speed_epochs']`` epochs."""
     import statistics
 
-    from tasks.prepare import prepared_dir
+    from tasks.prepare import load_manifest, prepared_dir
     from tasks.registry import get_task
 
     task = replace(get_task(SPEED_TASKS[(head, frozen)]), patience=cfg["speed_epochs"] + 1)
@@ -328,9 +328,9 @@ def speed_run(cfg, data, work, head, frozen, batch, amp) -> dict:
         )
     iters_per_epoch = r["iterations"] // max(r["epochs_run"], 1)
     train_images = iters_per_epoch * batch
-    stats = json.loads((prepared_dir(data, task.dataset, cfg["size"]) / "stats.json").read_text())
-    n_val, n_test = stats["val"]["n_images"], stats["test"]["n_images"]
-    n_train_all = min(stats["train"]["n_images"], cfg["speed_images"])
+    subsets = load_manifest(prepared_dir(data, task.dataset, cfg["size"]))["subsets"]  # images per subset
+    n_val, n_test = subsets["val"], subsets["test"]
+    n_train_all = min(subsets["train"], cfg["speed_images"])
     later = slice(1, None) if len(r["train_s"]) > 1 else slice(None)  # the first epoch warms up
     ckpt = checkpoints.seconds + [0.0] * (len(r["val_s"]) - len(checkpoints.seconds))
     train_s = statistics.median(r["train_s"][later])
