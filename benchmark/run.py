@@ -180,6 +180,7 @@ def runner_config(run: PlannedRun, resolved: PreparedRun, options: RunOptions, e
         max_epochs=resolved.max_epochs,
         batch_size=resolved.batch_size,
         num_workers=options.num_workers,
+        pin_memory=options.device == "cuda",
         train_limit=options.train_limit,
         amp=options.amp,
         verbose=options.verbose,

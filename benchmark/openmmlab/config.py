@@ -32,6 +32,7 @@ class RunSettings:
     max_epochs: int
     batch_size: int
     num_workers: int = 0
+    pin_memory: bool = False  # page-locked batches: faster host-to-GPU copies (CUDA runs; same numbers)
     amp: bool = False
     train_limit: int | None = None  # use only the first N training images (smoke tests, quick looks)
     checkpoint_interval: int = -1  # also save a resumable checkpoint every N epochs (-1: best only)
@@ -48,7 +49,7 @@ def _eval_batch(s: RunSettings) -> int:
 
 
 def _dataloader(
-    dataset: dict, batch_size: int, num_workers: int, train: bool, limit: int | None = None
+    dataset: dict, batch_size: int, num_workers: int, train: bool, limit: int | None = None, pin_memory=False
 ) -> dict:
     if train and limit is not None:
         dataset = dict(dataset, indices=limit)  # mmengine's BaseDataset keeps the first `limit` samples
@@ -58,6 +59,7 @@ def _dataloader(
         batch_size=batch_size,
         num_workers=num_workers,
         persistent_workers=num_workers > 0,
+        pin_memory=pin_memory,
         drop_last=train,  # the protocol drops the last incomplete training batch
         sampler=dict(type="DefaultSampler", shuffle=train),
         dataset=dataset,
@@ -148,10 +150,14 @@ def _detection(task: TaskSpec, s: RunSettings, channels: list[int]) -> dict:
         default_scope="mmdet",
         model=model,
         train_dataloader=_dataloader(
-            dataset(s.train_subset, False), s.batch_size, s.num_workers, True, s.train_limit
+            dataset(s.train_subset, False), s.batch_size, s.num_workers, True, s.train_limit, s.pin_memory
         ),
-        val_dataloader=_dataloader(dataset("val", True), _eval_batch(s), s.num_workers, False),
-        test_dataloader=_dataloader(dataset("test", True), _eval_batch(s), s.num_workers, False),
+        val_dataloader=_dataloader(
+            dataset("val", True), _eval_batch(s), s.num_workers, False, pin_memory=s.pin_memory
+        ),
+        test_dataloader=_dataloader(
+            dataset("test", True), _eval_batch(s), s.num_workers, False, pin_memory=s.pin_memory
+        ),
         val_evaluator=dict(type=metric, ann_file=str(s.prepared / "annotations" / "val.json")),
         test_evaluator=dict(type=metric, ann_file=str(s.prepared / "annotations" / "test.json")),
     )
@@ -248,10 +254,14 @@ def _segmentation(task: TaskSpec, s: RunSettings, channels: list[int]) -> dict:
         default_scope="mmseg",
         model=model,
         train_dataloader=_dataloader(
-            dataset(s.train_subset, False), s.batch_size, s.num_workers, True, s.train_limit
+            dataset(s.train_subset, False), s.batch_size, s.num_workers, True, s.train_limit, s.pin_memory
         ),
-        val_dataloader=_dataloader(dataset("val", True), _eval_batch(s), s.num_workers, False),
-        test_dataloader=_dataloader(dataset("test", True), _eval_batch(s), s.num_workers, False),
+        val_dataloader=_dataloader(
+            dataset("val", True), _eval_batch(s), s.num_workers, False, pin_memory=s.pin_memory
+        ),
+        test_dataloader=_dataloader(
+            dataset("test", True), _eval_batch(s), s.num_workers, False, pin_memory=s.pin_memory
+        ),
         val_evaluator=dict(type="CXRSegMetric", multi_label=multi),
         test_evaluator=dict(type="CXRSegMetric", multi_label=multi),
     )
