@@ -596,9 +596,13 @@ def validate_state(
         if encoder is None:
             check_and_load(ResNetFeatures(arch, conv.num_stages), conv.state, source, load=False)
         else:
+            import warnings
+
             from benchmark import transformers_backbones as tfb
 
-            tfb.build(encoder, conv.state, source)  # a strict load into meta tensors: the check alone
+            with warnings.catch_warnings():  # torch says that copying into a meta tensor is a no-op: intended
+                warnings.filterwarnings("ignore", message=".*copying from a non-meta parameter")
+                tfb.build(encoder, conv.state, source)  # a strict load into meta tensors: the check alone
     return conv, arch, native, encoder
 
 
