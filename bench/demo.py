@@ -1,6 +1,6 @@
 """The whole ``cxrbench demo``: today's settings vs the previous ones, side by side, with a profile.
 
-    python -m bench.demo [--configs before,now] [--work DIR]
+    python -m bench.demo [--configs before,now] [--tasks all] [--work DIR]
 
 Each configuration runs the complete demo (fakes, prepare, 18 tasks trained and tested untrained and
 trained, leaderboard) from an empty folder in its own process, one after the other on this machine, so the
@@ -29,25 +29,31 @@ from bench.common import PHASES, PhaseProfile, machine, today
 CONFIGS = ("before", "now")
 
 
-def settings(config: str):
+def settings(config: str, tasks: str = "all"):
     from benchmark.demo import DemoSettings
 
     if config == "now":
-        return DemoSettings()
+        return DemoSettings(tasks=tasks)
     if config == "before":  # the demo of 2026-11-28 (README: 6.3 min on the CI machine)
         return DemoSettings(
-            size=128, epochs=15, finetune_epochs=15, batch_size=8, num_workers=0, unet_widths="protocol"
+            size=128,
+            epochs=15,
+            finetune_epochs=15,
+            batch_size=8,
+            num_workers=0,
+            unet_widths="protocol",
+            tasks=tasks,
         )
     raise ValueError(f"unknown configuration {config!r}: one of {CONFIGS}")
 
 
-def run_one(config: str, out: Path, result: Path) -> None:
+def run_one(config: str, out: Path, result: Path, tasks: str = "all") -> None:
     """Run the demo once in this process with the phase profile installed; write a JSON summary."""
     from benchmark.demo import run_demo
 
     profile = PhaseProfile().install()
     load_before = os.getloadavg()
-    demo = run_demo(out, settings(config), echo=print, progress=False)
+    demo = run_demo(out, settings(config, tasks), echo=print, progress=False)
     load_after = os.getloadavg()
     profile.uninstall()
     by_task: dict[str, dict[str, float]] = {}
@@ -65,7 +71,7 @@ def run_one(config: str, out: Path, result: Path) -> None:
         phases["runs"] += 1
     summary = {
         "config": config,
-        "settings": {k: str(v) for k, v in vars(settings(config)).items()},
+        "settings": {k: str(v) for k, v in vars(settings(config, tasks)).items()},
         "seconds": demo["seconds"],
         "phases": demo["phases"],
         "profile": by_task,
@@ -95,12 +101,13 @@ def report(s: dict) -> str:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--configs", default=",".join(CONFIGS), help="comma-separated, run in this order")
+    p.add_argument("--tasks", default="all", help="the demo's --tasks (default all: the whole demo)")
     p.add_argument("--work", default=None, help="keep the demo folders here (default: temporary)")
     p.add_argument("--one", default=None, help=argparse.SUPPRESS)  # internal: run one config here
     p.add_argument("--result", default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.one:
-        run_one(args.one, Path(args.work), Path(args.result))
+        run_one(args.one, Path(args.work), Path(args.result), args.tasks)
         return 0
     configs = [c for c in args.configs.split(",") if c]
     for c in configs:
@@ -116,7 +123,8 @@ def main(argv=None) -> int:
         else:
             started = time.perf_counter()
             subprocess.run(
-                [sys.executable, "-m", "bench.demo", "--one", c, "--work", str(out), "--result", str(result)],
+                [sys.executable, "-m", "bench.demo", "--one", c, "--tasks", args.tasks]
+                + ["--work", str(out), "--result", str(result)],
                 check=True,
                 stdout=subprocess.DEVNULL,
             )
