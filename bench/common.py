@@ -136,3 +136,116 @@ def timed_run(task, backbone: str, data_root, out_dir, options, seed: int = 0, l
     finally:
         Runner.from_cfg = descriptor
     return outcome, timers[0], time.perf_counter() - started
+
+
+PHASES = ("data", "forward", "backward", "validation", "checkpoint", "test")
+
+
+class PhaseProfile:
+    """Where the seconds of every training run in this process go, per phase (a profile, not a result).
+
+    ``install()`` makes every mmengine Runner built afterwards carry a hook that times: ``data`` (waiting
+    for the next training batch), ``forward`` (the training step less its backward), ``backward`` (the
+    optimizer wrapper's ``update_params``: backward pass and optimizer step), ``validation`` (the whole
+    validation loop, checkpoint writes excluded), ``checkpoint`` (``runner.save_checkpoint``) and ``test``
+    (the test loop). ``runs`` holds one dict per run: its experiment name and the seconds per phase.
+    """
+
+    def __init__(self) -> None:
+        self.runs: list[dict] = []
+        self._real_from_cfg = None
+
+    def install(self) -> PhaseProfile:
+        from mmengine.hooks import Hook
+        from mmengine.runner import Runner
+
+        profile = self
+        clock = time.perf_counter
+
+        class _Timer(Hook):
+            priority = "VERY_HIGH"
+
+            def __init__(self, entry: dict) -> None:
+                self.entry = entry
+                self._t = {}
+
+            def _add(self, phase: str, seconds: float) -> None:
+                self.entry[phase] = self.entry.get(phase, 0.0) + seconds
+
+            def before_run(self, runner) -> None:
+                real_save = runner.save_checkpoint
+
+                def save_checkpoint(*a, **k):
+                    t = clock()
+                    try:
+                        return real_save(*a, **k)
+                    finally:
+                        self._add("checkpoint", clock() - t)
+
+                runner.save_checkpoint = save_checkpoint
+
+            def before_train(self, runner) -> None:
+                wrapper = runner.optim_wrapper
+                real_update = wrapper.update_params
+
+                def update_params(*a, **k):
+                    t = clock()
+                    try:
+                        return real_update(*a, **k)
+                    finally:
+                        self._add("_update", clock() - t)
+
+                wrapper.update_params = update_params
+
+            def before_train_epoch(self, runner) -> None:
+                self._t["data"] = clock()
+
+            def before_train_iter(self, runner, batch_idx, data_batch=None) -> None:
+                now = clock()
+                self._add("data", now - self._t["data"])
+                self._t["step"] = now
+                self._update_before = self.entry.get("_update", 0.0)
+
+            def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None) -> None:
+                now = clock()
+                update = self.entry.get("_update", 0.0) - self._update_before
+                self._add("forward", now - self._t["step"] - update)
+                self._add("backward", update)
+                self._t["data"] = now
+
+            def before_val(self, runner) -> None:
+                self._t["val"] = clock()
+                self._ckpt_before = self.entry.get("checkpoint", 0.0)
+
+            def after_val(self, runner) -> None:
+                ckpt = self.entry.get("checkpoint", 0.0) - self._ckpt_before
+                self._add("validation", clock() - self._t["val"] - ckpt)
+
+            def before_test(self, runner) -> None:
+                self._t["test"] = clock()
+
+            def after_test(self, runner) -> None:
+                self._add("test", clock() - self._t["test"])
+
+        self._real_from_cfg = Runner.__dict__["from_cfg"]
+        real_from_cfg = Runner.from_cfg
+
+        def from_cfg(cfg):
+            runner = real_from_cfg(cfg)
+            entry = {"name": cfg.get("experiment_name", "")}
+            profile.runs.append(entry)
+            runner.register_hook(_Timer(entry))
+            return runner
+
+        Runner.from_cfg = staticmethod(from_cfg)
+        return self
+
+    def uninstall(self) -> None:
+        if self._real_from_cfg is not None:
+            from mmengine.runner import Runner
+
+            Runner.from_cfg = self._real_from_cfg
+            self._real_from_cfg = None
+
+    def phases(self, run: dict) -> dict[str, float]:
+        return {p: run.get(p, 0.0) for p in PHASES}

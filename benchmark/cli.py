@@ -357,7 +357,9 @@ def _cmd_demo(args) -> int:
         finetune_epochs=args.finetune_epochs,
         batch_size=args.batch_size,
         device=args.device,
+        num_workers=args.loader_workers,
         tasks=args.tasks,
+        unet_widths=args.unet_widths,
     )
     from benchmark.weights import BackboneError
     from tasks.errors import DatasetError
@@ -914,13 +916,41 @@ def build_parser() -> argparse.ArgumentParser:
     dm.add_argument(
         "--out", default="cxrbench-demo", help="output folder (default ./cxrbench-demo; resumable)"
     )
-    dm.add_argument("--backbone", default="resnet18.random", help="backbone spec (default resnet18.random)")
+    from benchmark.demo import UNET_WIDTH_CHOICES, DemoSettings
+
+    demo = DemoSettings()
     dm.add_argument(
-        "--size", type=int, default=128, help="image side of the generated data (default 128; protocol 224)"
+        "--backbone", default=demo.backbone, help=f"backbone spec (default {demo.backbone})"
     )
-    dm.add_argument("--epochs", type=int, default=15, help="epochs of frozen tasks (default 15)")
-    dm.add_argument("--finetune-epochs", type=int, default=15, help="epochs of finetuned tasks (default 15)")
-    dm.add_argument("--batch-size", type=int, default=8)
+    dm.add_argument(
+        "--size",
+        type=int,
+        default=demo.size,
+        help=f"image side of the generated data (default {demo.size}; protocol 224)",
+    )
+    dm.add_argument(
+        "--epochs", type=int, default=demo.epochs, help=f"epochs of frozen tasks (default {demo.epochs})"
+    )
+    dm.add_argument(
+        "--finetune-epochs",
+        type=int,
+        default=demo.finetune_epochs,
+        help=f"epochs of finetuned tasks (default {demo.finetune_epochs})",
+    )
+    dm.add_argument("--batch-size", type=int, default=demo.batch_size)
+    dm.add_argument(
+        "--loader-workers",
+        type=int,
+        default=demo.num_workers,
+        help=f"data-loader worker processes (default {demo.num_workers})",
+    )
+    dm.add_argument(
+        "--unet-widths",
+        choices=UNET_WIDTH_CHOICES,
+        default=demo.unet_widths,
+        help="U-Net decoder widths: the protocol's 1024/512/256/128/64 scaled by the encoder's conv5 "
+        f"channels / 2048 (256/128/64/32/16 around a ResNet-18), or the protocol's (default {demo.unet_widths})",
+    )
     dm.add_argument(
         "--tasks",
         default="all",

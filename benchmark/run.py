@@ -36,7 +36,9 @@ class RunOptions:
     """Overrides and execution settings shared by the runs of one ``evaluate`` call.
 
     ``max_epochs`` / ``batch_size`` override the task's protocol values and ``train_limit`` keeps only the
-    first N training images (quick looks, smoke tests); they are part of the run key and of the record.
+    first N training images (quick looks, smoke tests); ``unet_widths`` replaces the U-Net decoder's widths
+    (five up-block widths; None: the protocol's 1024/512/256/128/64). They are part of the run key and of the
+    record (``overrides``; ``unet_widths`` there only for U-Net tasks).
     """
 
     max_epochs: int | None = None
@@ -52,6 +54,14 @@ class RunOptions:
     feature_cache: str | None = None
     feature_cache_dtype: str = "float16"
     launcher: str = "none"  # "pytorch": each run spans the processes torchrun started (DDP)
+    unet_widths: tuple[int, ...] | None = None
+
+    def __post_init__(self) -> None:
+        if self.unet_widths is not None:
+            widths = tuple(self.unet_widths)
+            if len(widths) != 5 or not all(isinstance(w, int) and w > 0 for w in widths):
+                raise ValueError(f"unet_widths must be five positive integers, got {self.unet_widths!r}")
+            object.__setattr__(self, "unet_widths", widths)
 
 
 @dataclass
@@ -73,13 +83,16 @@ def _train_subset(task: TaskSpec) -> str:
     return "train" if task.label_fraction >= 100 else f"train_{task.label_fraction}pct"
 
 
-def _overrides(options: RunOptions) -> dict:
+def _overrides(options: RunOptions, task: TaskSpec) -> dict:
     return {
         k: v
         for k, v in {
             "max_epochs": options.max_epochs,
             "batch_size": options.batch_size,
             "train_limit": options.train_limit,
+            "unet_widths": list(options.unet_widths)
+            if options.unet_widths is not None and task.head == "unet"
+            else None,
         }.items()
         if v is not None
     }
@@ -109,7 +122,7 @@ def plan_run(
         seed=seed,
         lr=chosen_lr,
         size=task.size,
-        overrides=_overrides(options),
+        overrides=_overrides(options, task),
     )
     return PlannedRun(
         task,
@@ -188,6 +201,7 @@ def runner_config(run: PlannedRun, resolved: PreparedRun, options: RunOptions, e
         feature_cache=options.feature_cache,
         feature_cache_dtype=options.feature_cache_dtype,
         launcher=options.launcher,
+        unet_widths=options.unet_widths,
     )
     return openmmlab.build_config(run.task, settings)
 
@@ -260,7 +274,7 @@ def execute(run: PlannedRun, out_dir, options: RunOptions) -> dict:
         "normalization": normalization_plan(run.backbone, r.mean, r.std, "prepared train statistics")[
             "record"
         ],
-        "overrides": _overrides(options),
+        "overrides": _overrides(options, task),
         "batch_size": r.batch_size * world,
         "batch_size_per_process": r.batch_size,
         "world_size": world,

@@ -26,6 +26,17 @@ YOLO_ANCHORS = (
 YOLO_CONF_THR = 0.2
 YOLO_NMS_IOU = 0.4
 
+# U-Net decoder widths of the protocol (up-blocks from the coarsest), made for ResNet-50's 2048-channel conv5
+UNET_WIDTHS = (1024, 512, 256, 128, 64)
+UNET_REFERENCE_C5 = 2048
+
+
+def scaled_unet_widths(c5_channels: int) -> tuple[int, ...]:
+    """The protocol's U-Net widths scaled by an encoder's conv5 channels relative to ResNet-50's 2048
+    (a ResNet-18, 512 channels: 256/128/64/32/16; a ResNet-50: exactly the protocol's widths)."""
+    return tuple(max(1, w * int(c5_channels) // UNET_REFERENCE_C5) for w in UNET_WIDTHS)
+
+
 HEADS = ("yolov3", "unet", "linear")
 MAX_SIZE = 2048  # px, the largest image side of a task: a prepared image alone is then 4 MB
 METRICS = {

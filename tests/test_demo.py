@@ -20,6 +20,14 @@ def test_demo_finetuned_tasks_learn(tmp_path):
     )
     text = "\n".join(lines)
     assert BANNER.splitlines()[0] in text and "GENERATED" in text  # says where the numbers come from
+    # says its own sizes, and where the time went: each step, each task, the total
+    assert "U-Net decoder widths 256/128/64/32/16 scaled to the encoder" in text
+    assert list(result["phases"]) == ["generate", "prepare", *FINETUNED, "other runs overhead", "leaderboard"]
+    assert "where the time went" in text and all(f"  {t} " in text for t in FINETUNED)
+    # the demo's U-Net widths are recorded (a demo record is never mistaken for a protocol one)
+    for r in result["records"] + result["untrained"]:
+        widths = r["overrides"].get("unet_widths")
+        assert widths == ([256, 128, 64, 32, 16] if r["task_spec"]["head"] == "unet" else None), r["task"]
     rows = {r["task"]: r for r in result["rows"]}
     assert set(rows) == set(FINETUNED)
     for task_id, row in rows.items():

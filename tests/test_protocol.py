@@ -182,7 +182,31 @@ def test_segmentation_head_config(task, tmp_path):
     else:
         assert cfg.model.backbone.out_indices == (0, 1, 2, 3, 4, 5)  # skips down to the input image
         assert head.type == "CXRUNetHead" and list(head.in_channels) == [3, 64, 256, 512, 1024, 2048]
+        assert list(head.widths) == [1024, 512, 256, 128, 64]  # the protocol's, unless a run overrides them
     assert cfg.val_evaluator.multi_label == multi
+
+
+def test_unet_widths_are_a_recorded_run_option(tmp_path):
+    """Other U-Net decoder widths (the demo's, scaled to a ResNet-18) are a run option: the default keeps the
+    protocol's, and a U-Net run that sets them carries them in its key and in its record's ``overrides``
+    (never mistaken for a protocol run); tasks without a U-Net ignore the option."""
+    from dataclasses import replace
+
+    from benchmark.openmmlab import build_config
+    from benchmark.run import RunOptions, _overrides
+    from tasks.registry import UNET_WIDTHS, scaled_unet_widths
+
+    assert scaled_unet_widths(2048) == UNET_WIDTHS  # ResNet-50: exactly the protocol
+    assert scaled_unet_widths(512) == (256, 128, 64, 32, 16)  # ResNet-18
+    unet, linear = TASKS["covid_unet_frozen"], TASKS["covid_linear"]
+    demo = RunOptions(unet_widths=(256, 128, 64, 32, 16))
+    assert _overrides(RunOptions(), unet) == {}
+    assert _overrides(demo, unet) == {"unet_widths": [256, 128, 64, 32, 16]}
+    assert _overrides(demo, linear) == {}
+    cfg = build_config(unet, replace(_settings(unet, tmp_path), unet_widths=demo.unet_widths))
+    assert list(cfg.model.decode_head.widths) == [256, 128, 64, 32, 16]
+    with pytest.raises(ValueError, match="unet_widths"):
+        RunOptions(unet_widths=(64, 32))
 
 
 def _early_stopping(cfg):

@@ -8,7 +8,14 @@ from pathlib import Path
 from mmengine.config import ConfigDict
 
 from benchmark.backbones import BackboneInfo, normalization_plan
-from tasks.registry import EARLY_STOP_MIN_DELTA, YOLO_ANCHORS, YOLO_CONF_THR, YOLO_NMS_IOU, TaskSpec
+from tasks.registry import (
+    EARLY_STOP_MIN_DELTA,
+    UNET_WIDTHS,
+    YOLO_ANCHORS,
+    YOLO_CONF_THR,
+    YOLO_NMS_IOU,
+    TaskSpec,
+)
 
 # key of the validation metric that picks the best checkpoint and stops early, per task metric
 MONITORS = {"mAP": "det/mAP", "froc": "det/froc", "dice": "seg/dice", "mean_class_dice": "seg/dice"}
@@ -41,6 +48,7 @@ class RunSettings:
     feature_cache: str | None = None  # cache folder: frozen tasks train on cached features (None: off)
     feature_cache_dtype: str = "float16"
     launcher: str = "none"  # "pytorch": one run over several processes (torchrun, DDP)
+    unet_widths: tuple[int, ...] | None = None  # U-Net decoder widths (None: the protocol's)
 
 
 def _eval_batch(s: RunSettings) -> int:
@@ -223,6 +231,7 @@ def _segmentation(task: TaskSpec, s: RunSettings, channels: list[int]) -> dict:
         head = dict(
             type="CXRMultiLabelUNetHead" if multi else "CXRUNetHead",
             in_channels=list(channels),
+            widths=list(s.unet_widths or UNET_WIDTHS),
             **head_common,
         )
     else:

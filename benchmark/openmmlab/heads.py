@@ -20,7 +20,7 @@ from mmseg.models.segmentors import EncoderDecoder
 from mmseg.models.utils import resize
 from torch import nn
 
-UNET_WIDTHS = (1024, 512, 256, 128, 64)
+from tasks.registry import UNET_WIDTHS
 
 
 class _ConvBlock(nn.Sequential):
@@ -82,7 +82,7 @@ class UNetHead(SigmoidLossMixin, BaseDecodeHead):
 
     Args:
         in_channels: channels of C0..C5 as the backbone declares them.
-        widths: up-block widths.
+        widths: up-block widths (default: the protocol's; ``RunOptions.unet_widths`` sets others).
     """
 
     def __init__(self, in_channels: Sequence[int], widths: Sequence[int] = UNET_WIDTHS, **kwargs) -> None:
