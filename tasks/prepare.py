@@ -458,18 +458,21 @@ def prepare(
     )
 
 
+def _read_json(path: Path, what: str):
+    """A prepared dataset's JSON file, or a DatasetError naming it (``what`` says what it should have been)."""
+    try:
+        return json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise DatasetError(f"{path}: not {what} ({type(e).__name__}: {e}); prepare the dataset again") from e
+
+
 def load_manifest(prepared: str | os.PathLike) -> dict:
     path = Path(prepared) / "manifest.json"
     if not path.exists():
         raise DatasetError(
             f"{prepared} is not a prepared dataset (no manifest.json): run `cxrbench prepare` first"
         )
-    try:
-        manifest = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise DatasetError(
-            f"{path}: not a readable manifest ({type(e).__name__}: {e}); prepare the dataset again"
-        ) from e
+    manifest = _read_json(path, "a readable manifest")
     if not isinstance(manifest, dict):
         raise DatasetError(f"{path}: not a manifest (a JSON object expected); prepare the dataset again")
     return manifest
@@ -488,12 +491,7 @@ def load_stats(prepared: str | os.PathLike, subset: str) -> dict:
             on the padded square by cxrbench before 0.3; ``cxrbench prepare`` again recomputes them).
     """
     path = Path(prepared) / "stats.json"
-    try:
-        stats = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise DatasetError(
-            f"{path}: not readable statistics ({type(e).__name__}: {e}); prepare the dataset again"
-        ) from e
+    stats = _read_json(path, "readable statistics")
 
     def entry(name: str) -> dict:
         e = stats.get(name) if isinstance(stats, dict) else None
