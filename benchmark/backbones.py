@@ -356,14 +356,28 @@ def _resolve_timm(spec: str, rest: str, norm: str, load: bool, folder_arch: str 
     from benchmark import timm_backbones as tb
 
     name, _, path_part = rest.partition(":")
+    hub = folder_arch is None and name.lower() in ("hf-hub", "hf_hub")
     if folder_arch is not None:
         name, path_part = folder_arch, rest
+    elif hub:  # timm:hf-hub:ORG/NAME[@REVISION]: the Hub's config.json names the architecture
+        if ":" in path_part:
+            raise BackboneError(
+                f"spec '{spec}': a Hub model brings its own weights; for a local file use timm:ARCH:FILE, or "
+                "pass a downloaded Hub folder (config.json + model.safetensors) as the spec"
+            )
+        name, path_part = rest, ""
+    if hub and tb.offline():  # even its architecture needs the network (config.json)
+        raise WeightsUnavailableError(
+            f"timm model '{name}' is read from the Hugging Face Hub, which needs the network (offline mode: "
+            "CXRBENCH_OFFLINE). Download its folder (config.json + model.safetensors) on a machine with internet "
+            "access and pass the folder as the spec."
+        )
     base, tag = tb.split_name(name)
     _, native = tb.feature_plan(base)
     fields = _levels_fields(native)
     normalization = _choose_norm(norm, None)
     if not path_part:
-        tag_kind = "pretrained" if tag else "random"
+        tag_kind = "pretrained" if tag or hub else "random"
         if tag and tb.offline():
             raise WeightsUnavailableError(
                 f"timm's pretrained weights for '{name}' need the network (offline mode: CXRBENCH_OFFLINE). "

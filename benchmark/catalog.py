@@ -49,6 +49,7 @@ def catalog() -> dict:
         {"spec": "resnet50:PATH", "meaning": "a torchvision-layout ResNet of this depth (18 / 34 / 50)"},
         {"spec": "timm:NAME", "meaning": "any timm model with features_only=True, random init"},
         {"spec": "timm:NAME.TAG", "meaning": "timm's pretrained weights for TAG (needs the network)"},
+        {"spec": "timm:hf-hub:ORG/NAME", "meaning": "a timm model on the Hugging Face Hub (needs the network)"},
         {
             "spec": "timm:NAME:PATH",
             "meaning": "timm model with local weights (file, or a Hugging Face timm folder)",

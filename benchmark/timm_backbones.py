@@ -3,8 +3,11 @@
 Specs (see :func:`benchmark.backbones.parse_spec`):
 
 - ``timm:NAME`` - random initialisation (``pretrained=False``; depends on the run's seed);
-- ``timm:NAME.TAG`` - timm's pretrained weights for that tag (downloaded by timm / Hugging Face Hub when
-  online; refused in offline mode, where a local file is the way);
+- ``timm:NAME.TAG`` - timm's pretrained weights for that tag, and ``timm:hf-hub:ORG/NAME[@REVISION]`` - a timm
+  model on the Hugging Face Hub (its ``config.json`` names the architecture). Refused in offline mode, where a
+  local file is the way. timm decides where the weights come from and downloads them into its usual caches
+  (Hugging Face Hub's, or torch.hub's ``checkpoints`` folder for a URL), but cxrbench reads the downloaded
+  file itself, through its one loader (:func:`pretrained_state`), and hands timm the tensors;
 - ``timm:NAME:FILE`` - weights from a local file in timm's key layout (``model.state_dict()`` of
   ``timm.create_model(NAME)``, or a Hugging Face timm folder holding ``config.json`` and
   ``model.safetensors`` / ``pytorch_model.bin``). The classifier is dropped; every other key must match.
@@ -25,7 +28,8 @@ import torch
 from torch import nn
 
 from benchmark.formats import Conversion, normalize_keys, show_keys
-from benchmark.weights import BackboneError
+from benchmark.weights import BackboneError, WeightsFileError, load_checkpoint, load_safetensors
+from cxrcore.weights import _first_line
 
 HF_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "open_clip_pytorch_model.bin")
 
@@ -44,11 +48,32 @@ def _timm():
     return timm
 
 
+def hub_id(name: str) -> str | None:
+    """The Hub repo id (``ORG/NAME[@REVISION]``) of a model name ``hf-hub:ORG/NAME``; None for a registry name."""
+    _timm()
+    from timm.models import parse_model_name
+
+    try:
+        source, model_id = parse_model_name(name)
+    except ValueError as e:
+        raise TimmError(str(e)) from None
+    if source is None:
+        return None
+    if source != "hf-hub":
+        raise TimmError(f"timm model source '{source}:' is not served here; a local folder is timm:ARCH:FOLDER")
+    return model_id
+
+
 def split_name(name: str) -> tuple[str, str | None]:
-    """``convnext_tiny.fb_in1k`` -> (``convnext_tiny``, ``fb_in1k``); checks the model exists."""
+    """``convnext_tiny.fb_in1k`` -> (``convnext_tiny``, ``fb_in1k``); checks the model exists.
+
+    A Hub name ``hf-hub:ORG/NAME`` is returned whole with no tag (timm reads its architecture from the Hub's
+    ``config.json`` whenever the model is built)."""
     timm = _timm()
     from timm.models import split_model_name_tag
 
+    if hub_id(name) is not None:
+        return name, None
     base, tag = split_model_name_tag(name)
     if not timm.is_model(base):
         close = timm.list_models(f"*{base.split('_')[0]}*")[:10]
@@ -148,13 +173,92 @@ def check_state(name: str, state: Mapping[str, torch.Tensor], source: str) -> Co
     return conv
 
 
+def pretrained_weights_file(name: str) -> Path:
+    """The weights file timm would load for ``timm.create_model(name, pretrained=True)``, downloaded into (or
+    found in) timm's caches exactly as timm does it: timm's own resolution of the pretrained source
+    (``_resolve_pretrained_source``), Hugging Face Hub's cache for a Hub source (a ``.safetensors`` alternative
+    first, as timm's ``load_state_dict_from_hf``), torch.hub's ``checkpoints`` folder for a URL. A file already
+    in the cache is not downloaded again."""
+    _timm()
+    from timm.models import _builder, _hub
+    from timm.models._factory import _resolve_model_source
+
+    try:
+        arch, cfg, _ = _resolve_model_source(name, None, {})
+        cfg = _builder.resolve_pretrained_cfg(arch, cfg).to_dict()
+        load_from, where = _builder._resolve_pretrained_source(cfg)
+    except Exception as e:
+        raise TimmError(f"timm cannot resolve the pretrained weights of '{name}': {_first_line(e)}") from e
+    custom = cfg.get("custom_load")
+    if load_from == "hf-hub":
+        repo, filename = where if isinstance(where, (list, tuple)) else (where, _hub.HF_WEIGHTS_NAME)
+        if not (isinstance(where, (list, tuple)) and custom == "hf"):  # timm's choice in load_pretrained
+            return _hub_weights_file(name, repo, filename)
+    elif load_from == "url" and not custom:
+        try:
+            return Path(
+                _hub.download_cached_file(
+                    where, check_hash=_builder._CHECK_HASH, progress=_builder._DOWNLOAD_PROGRESS
+                )
+            )
+        except Exception as e:
+            raise TimmError(f"could not download the weights of '{name}' from {where}: {_first_line(e)}") from e
+    if not load_from:
+        raise TimmError(f"timm has no pretrained weights for '{name}'; timm:{arch} is the random initialisation")
+    how = "with model-specific code (custom_load)" if custom else f"from a '{load_from}' source"
+    raise TimmError(
+        f"timm reads the weights of '{name}' {how} ({where!r:.120}), which cxrbench does not read: convert them "
+        f"to a state dict in timm's layout and pass timm:{arch}:FILE"
+    )
+
+
+def _hub_weights_file(name: str, model_id: str, filename: str) -> Path:
+    from huggingface_hub.utils import EntryNotFoundError
+    from timm.models import _hub
+
+    repo, revision = _hub.hf_split(model_id)
+    tries = [] if filename.endswith(".safetensors") else list(_hub._get_safe_alternatives(filename))
+    try:
+        for safe in tries:
+            try:
+                return Path(_hub.hf_hub_download(repo_id=repo, filename=safe, revision=revision))
+            except EntryNotFoundError:
+                pass
+        return Path(_hub.hf_hub_download(repo_id=repo, filename=filename, revision=revision))
+    except Exception as e:
+        raise TimmError(
+            f"could not download the weights of '{name}' ({model_id}, {filename}) from the Hugging Face Hub: "
+            f"{_first_line(e)}"
+        ) from e
+
+
+def pretrained_state(name: str) -> Mapping[str, torch.Tensor]:
+    """timm's pretrained weights for ``name``, downloaded by :func:`pretrained_weights_file` and read through
+    cxrbench's one loader: the object ``torch.load(weights_only=True)`` would give timm (after the loader's
+    check: depth, sizes, globals), or the tensors of a safetensors file.
+
+    Raises:
+        WeightsFileError: the downloaded file is refused (the message names it).
+    """
+    path = pretrained_weights_file(name)
+    if path.suffix == ".safetensors":
+        return load_safetensors(path)
+    obj = load_checkpoint(path)
+    if not isinstance(obj, Mapping):
+        raise WeightsFileError(
+            f"{path}: expected a state dict (the weights timm downloaded for '{name}'), got {type(obj).__name__}"
+        )
+    return obj
+
+
 class TimmFeatures(nn.Module):
     """A timm ``features_only`` model returning ``{k: Ck}`` for its native levels (plus C0, the input).
 
     Args:
-        name: timm model name, optionally with a pretrained tag (``convnext_tiny.fb_in1k``).
+        name: timm model name, optionally with a pretrained tag (``convnext_tiny.fb_in1k``), or ``hf-hub:ID``.
         state: weights in timm's layout, already checked by :func:`check_state`; None: random or tag.
-        pretrained: load timm's pretrained weights for the tag.
+        pretrained: load timm's pretrained weights for the tag / Hub model (read by :func:`pretrained_state`;
+            timm then treats them exactly as its own download: checkpoint filter, classifier dropped).
     """
 
     def __init__(self, name: str, state: Mapping[str, torch.Tensor] | None = None, pretrained: bool = False):
@@ -165,8 +269,10 @@ class TimmFeatures(nn.Module):
         kwargs: dict = dict(features_only=True, out_indices=indices)
         if state is not None:
             kwargs.update(pretrained=True, num_classes=0, pretrained_cfg_overlay=dict(state_dict=dict(state)))
-        else:
-            kwargs.update(pretrained=pretrained)
+        elif pretrained:
+            # the state dict overlay is timm's first choice of source unless the cfg says 'hf-hub' (a Hub name)
+            downloaded = dict(pretrained_state(name))
+            kwargs.update(pretrained=True, pretrained_cfg_overlay=dict(state_dict=downloaded, source=None))
         try:
             self.model = timm.create_model(base if state is not None else name, **kwargs)
         except Exception as e:

@@ -11,6 +11,7 @@ from benchmark import openmmlab  # noqa: F401  (registers the suite's components
 from benchmark.backbones import parse_spec
 from benchmark.openmmlab.checkpoint import from_plain, to_plain
 from benchmark.run import RunOptions, plan_run, resolve, runner_config
+from cxrcore.weights import load_checkpoint
 from tasks.registry import get_task
 
 
@@ -72,9 +73,10 @@ def test_checkpoints_load_weights_only_and_resume(linear_run):
     best = runner.message_hub.get_info("best_ckpt")
     assert last.exists() and best
     for path in (last, best):
-        ckpt = torch.load(path, map_location="cpu")  # torch's default: weights_only=True
+        ckpt, _ = load_checkpoint(path)  # the one loader, strict: plain types only (weights_only=True)
         assert "state_dict" in ckpt and "message_hub" in ckpt
-    assert "optimizer" in torch.load(last) and "param_schedulers" in torch.load(last)
+    ckpt, _ = load_checkpoint(last)
+    assert "optimizer" in ckpt and "param_schedulers" in ckpt
     # the best checkpoint loads into the runner for the test
     runner.load_checkpoint(best)
     metrics = runner.test()

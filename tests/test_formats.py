@@ -160,7 +160,7 @@ def test_lightning_metadata_is_never_instantiated(net50, tmp_path, lightning_ckp
     path = tmp_path / "gloria.ckpt"
     lightning_ckpt(make_gloria(net50), path)
     with pytest.raises(Exception, match="Unsupported global|weights_only"):
-        torch.load(path, weights_only=True)  # what torch alone does with a released Lightning checkpoint
+        torch.load(path, weights_only=True)  # bare load on purpose: what torch alone does with such a file
     info = parse_spec(str(path))
     assert info.conversion["container"] == "checkpoint['state_dict']"
     assert info.conversion["not_loaded_objects"] == ["omegaconf.dictconfig.DictConfig"]

@@ -294,7 +294,7 @@ def test_payloads_never_run_in_inspect_and_evaluate(tmp_path, no_weights_only, c
             assert parse_spec(str(path)).conversion["not_loaded_objects"] == ["logging.FileHandler"]
         assert not marker.exists()
     # proof that the payload is real: a bare torch.load under the same environment runs it
-    torch.load(tmp_path / "evil-_Touch-zip.pth")
+    torch.load(tmp_path / "evil-_Touch-zip.pth")  # bare load on purpose: the payload runs
     assert marker.exists()
 
 

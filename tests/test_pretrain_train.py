@@ -9,10 +9,10 @@ import json
 from dataclasses import replace
 
 import pytest
-import torch
 from mmengine.hooks import Hook
 
 from benchmark.cli import main
+from cxrcore.weights import load_checkpoint
 from pretrain.config import AugmentConfig, ModelConfig, TrainConfig, preset_config
 from pretrain.data.manifest import read_manifest
 from pretrain.train import PretrainError, prepare_synthetic, pretrain
@@ -62,7 +62,7 @@ def test_pretraining_lowers_the_loss_resumes_and_exports(tmp_path, data_root, ca
     with pytest.raises(Interrupted):
         pretrain(cfg, pairs, out, progress=False, extra_hooks=[StopAfterEpoch(2)])
     assert (out / "work" / "epoch_2.pth").exists() and not (out / "backbone.safetensors").exists()
-    ckpt = torch.load(out / "work" / "epoch_2.pth")  # torch's default: weights_only=True
+    ckpt, _ = load_checkpoint(out / "work" / "epoch_2.pth")  # the one loader, strict: plain types only
     assert {"state_dict", "optimizer", "message_hub", "param_schedulers"} <= set(ckpt)
 
     messages: list[str] = []
