@@ -35,6 +35,7 @@ from __future__ import annotations
 import mmap
 import os
 import struct
+import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -497,6 +498,16 @@ def _storage_nbytes(pid, where: str) -> tuple[str, int]:
     return key, numel * torch._utils._element_size(dtype)
 
 
+def _record_size_reader(reader, path: Path):
+    """The uncompressed size of a record: torch's reader where it has ``get_record_size`` (not in torch 2.11,
+    for one), else the zip's central directory as Python's zipfile reads it (records under one top folder)."""
+    if hasattr(reader, "get_record_size"):
+        return reader.get_record_size
+    with zipfile.ZipFile(path) as z:
+        sizes = {i.filename.split("/", 1)[1]: i.file_size for i in z.infolist() if "/" in i.filename}
+    return sizes.__getitem__
+
+
 def _check_zip(path: Path, file_size: int) -> tuple[set[str], str]:
     """Check ``data.pkl`` of a zip checkpoint (read with torch's own zip reader, as torch.load reads it)."""
     try:
@@ -505,7 +516,8 @@ def _check_zip(path: Path, file_size: int) -> tuple[set[str], str]:
             records = reader.get_all_records()
             what = "a TorchScript archive" if any(r.startswith("code/") for r in records) else "a zip"
             raise _Bad(f"{what} without data.pkl: not a checkpoint written by torch.save")
-        n = reader.get_record_size("data.pkl")
+        record_size = _record_size_reader(reader, path)
+        n = record_size("data.pkl")
         if n > file_size:
             raise _Bad(f"data.pkl claims {n} bytes, more than the file's {file_size} (compressed or corrupt)")
         data = reader.get_record("data.pkl")
@@ -521,7 +533,7 @@ def _check_zip(path: Path, file_size: int) -> tuple[set[str], str]:
         key, nbytes = _storage_nbytes(pid, "data.pkl")
         record = f"data/{key}"
         try:
-            have = reader.get_record_size(record) if reader.has_record(record) else None
+            have = record_size(record) if reader.has_record(record) else None
         except Exception:
             have = None
         if have is None:

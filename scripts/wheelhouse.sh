@@ -6,7 +6,7 @@
 #   scripts/setup.sh --offline WHEELHOUSE --python /path/to/the/nodes/python3
 #
 # Usage: scripts/wheelhouse.sh [--out DIR] [--python-version X.Y] [--platform TAG]... [--have FILE] [--python PY]
-#                              [--real-opencv]
+#                              [--real-opencv] [--resolve-only]
 #   --out DIR              the wheelhouse (default: wheelhouse in the repository); emptied first
 #   --python-version X.Y   the node's Python (default: that of --python)
 #   --platform TAG         a wheel platform tag the node accepts, repeatable (default: this machine's;
@@ -14,10 +14,13 @@
 #   --have FILE            `python3 -m pip list --format=freeze` run on the node: packages it already has
 #                          are left out, and the versions it has are kept (the node's torch, numpy, ...);
 #                          a line with a bare name leaves that package out without pinning its version
-#   --python PY            the interpreter whose pip resolves and downloads (default: $CXRBENCH_VENV/bin/python,
-#                          else python3); pip >= 23.0
+#   --python PY            the interpreter whose pip downloads (default: $CXRBENCH_VENV/bin/python, else python3);
+#                          pip >= 23.0. uv resolves (seconds, deterministic, for any Python / platform): the
+#                          uv next to PY or on PATH, else one installed from PyPI into a temporary venv
 #   --real-opencv          fetch opencv-python (71 MiB) instead of satisfying it with an empty wheel that
 #                          requires opencv-python-headless (the same cv2 without GUI libraries)
+#   --resolve-only         resolve only: write DIR/requirements.txt (the wheels it would fetch) and
+#                          DIR/left-out.txt (resolved, but the node's or replaced); nothing built or fetched
 set -euo pipefail
 
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -26,6 +29,7 @@ pyver=""
 platforms=()
 have=""
 real_opencv=0
+resolve_only=0
 python="${CXRBENCH_VENV:+$CXRBENCH_VENV/bin/python}"
 python="${python:-python3}"
 while [ $# -gt 0 ]; do
@@ -36,15 +40,32 @@ while [ $# -gt 0 ]; do
     --have) have="$2"; shift 2 ;;
     --python) python="$2"; shift 2 ;;
     --real-opencv) real_opencv=1; shift ;;
-    -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
+    --resolve-only) resolve_only=1; shift ;;
+    -h|--help) sed -n '2,23p' "$0"; exit 0 ;;
     *) echo "wheelhouse.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
 done
 case "$out" in /*) ;; *) out="$PWD/$out" ;; esac
 [ -z "$have" ] || [ -f "$have" ] || { echo "wheelhouse.sh: --have $have: no such file" >&2; exit 2; }
 
+[ -n "$pyver" ] || pyver_given=0
+pyver="${pyver:-$("$python" -c 'import sys; print("%d.%d" % sys.version_info[:2])')}"
+# uv resolves for one target platform: the first --platform (a wheel tag, as pip takes it) in uv's words;
+# the node's Python without --platform: x86_64 manylinux 2.28 (glibc >= 2.28).
+uv_platform=""
+if [ ${#platforms[@]} -gt 0 ]; then
+  case "${platforms[0]}" in
+    manylinux_2_*_*) p="${platforms[0]#manylinux_}"; uv_platform="${p#*_*_}-manylinux_${p%_"${p#*_*_}"}" ;;
+    manylinux2014_*) uv_platform="${platforms[0]#manylinux2014_}-manylinux_2_17" ;;
+    linux_*) uv_platform="${platforms[0]#linux_}-unknown-linux-gnu" ;;
+    *) echo "wheelhouse.sh: --platform ${platforms[0]}: only Linux tags (manylinux_2_N_ARCH, manylinux2014_ARCH, linux_ARCH)" >&2; exit 2 ;;
+  esac
+elif [ "${pyver_given:-1}" = 1 ]; then
+  uv_platform="x86_64-manylinux_2_28"  # the manylinux x86_64 tags pip fetches with, below
+fi
+
 target=()
-if [ -n "$pyver" ]; then
+if [ "${pyver_given:-1}" = 1 ]; then
   target+=(--python-version "$pyver" --implementation cp)
   if [ ${#platforms[@]} -eq 0 ]; then
     platforms=(manylinux_2_28_x86_64 manylinux_2_27_x86_64 manylinux_2_17_x86_64 manylinux2014_x86_64
@@ -60,7 +81,7 @@ rm -rf "$out"
 mkdir -p "$out"
 
 echo "==> [1/4] the cxrbench wheel"
-"$python" -m pip wheel --quiet --no-deps -w "$out" "$repo"
+[ "$resolve_only" = 1 ] || "$python" -m pip wheel --quiet --no-deps -w "$out" "$repo"
 
 echo "==> [2/4] requirements (pyproject.toml without torch / torchvision) and the node's versions"
 "$python" - "$repo/pyproject.toml" "$have" "$work" <<'PY'
@@ -107,11 +128,21 @@ if have:
 print(f"{len(reqs)} requirements; the node has {len(names)} packages ({len(pins)} with versions)" if have else f"{len(reqs)} requirements")
 PY
 
-echo "==> [3/4] resolve for Python ${pyver:-$("$python" -c 'import sys; print("%d.%d" % sys.version_info[:2])')}${platforms:+ (${platforms[0]}, ...)}"
-"$python" -m pip install --quiet --dry-run --ignore-installed --only-binary=:all: "${target[@]}" \
-  --target "$work/target" --report "$work/report.json" -c "$work/constraints.txt" -r "$work/requirements.txt"
+echo "==> [3/4] resolve for Python $pyver${uv_platform:+ ($uv_platform)}"
+uv="$(dirname "$python")/uv"
+if ! [ -x "$uv" ]; then
+  uv="$(command -v uv || true)"
+fi
+if [ -z "$uv" ]; then  # pip's own resolver backtracks for tens of minutes on a foreign Python's numpy / scipy
+  echo "(no uv here: installing it from PyPI into a temporary venv)"
+  "$python" -m venv "$work/uv-venv"
+  "$work/uv-venv/bin/python" -m pip install --quiet uv
+  uv="$work/uv-venv/bin/uv"
+fi
+"$uv" pip compile --quiet --no-header --no-annotate --only-binary :all: --python-version "$pyver" \
+  ${uv_platform:+--python-platform "$uv_platform"} -c "$work/constraints.txt" "$work/requirements.txt" \
+  -o "$work/resolved.txt"
 "$python" - "$work" "$out" "$real_opencv" <<'PY'
-import json
 import re
 import sys
 from pathlib import Path
@@ -150,7 +181,11 @@ def norm(name: str) -> str:
 
 
 have = set((work / "have.txt").read_text().split())
-resolved = {norm(i["metadata"]["name"]): i["metadata"]["version"] for i in json.loads((work / "report.json").read_text())["install"]}
+resolved = {}  # uv's lines: NAME==VERSION
+for line in (work / "resolved.txt").read_text().splitlines():
+    if line.strip() and not line.lstrip().startswith("#"):
+        name, version = line.split(";", 1)[0].strip().split("==", 1)
+        resolved[norm(name)] = version
 keep, left = [], []
 for name, version in resolved.items():
     gpu_stack = name in ("torch", "torchvision", "triton") or name.startswith(("nvidia-", "cuda-"))
@@ -166,9 +201,15 @@ for name, version in resolved.items():
     else:
         keep.append(f"{name}=={version}")
 (work / "download.txt").write_text("\n".join(keep) + "\n")
+(out / "left-out.txt").write_text("\n".join(left) + "\n")
 print(f"{len(keep)} wheels to fetch; left out (the node's or replaced): {len(left)}")
 PY
 
+if [ "$resolve_only" = 1 ]; then
+  cp "$work/download.txt" "$out/requirements.txt"
+  echo "resolved only: $out/requirements.txt (to fetch), $out/left-out.txt"
+  exit 0
+fi
 echo "==> [4/4] download"
 "$python" -m pip download --quiet --no-deps --only-binary=:all: "${target[@]}" -d "$out" -r "$work/download.txt"
 cp "$work/download.txt" "$out/requirements.txt"

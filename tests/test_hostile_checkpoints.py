@@ -224,6 +224,35 @@ def test_storage_larger_than_its_record_or_file(tmp_path):
     assert isinstance(err, CheckpointError) and "only" in str(err) and "follow the pickles" in str(err)
 
 
+class _ReaderWithoutRecordSize:
+    """torch 2.11's zip reader (the GPU nodes' torch) has no get_record_size; 2.14's has."""
+
+    def __init__(self, path):
+        self._reader = _REAL_READER(path)
+
+    def __getattr__(self, name):
+        if name == "get_record_size":
+            raise AttributeError(name)
+        return getattr(self._reader, name)
+
+
+_REAL_READER = torch._C.PyTorchFileReader
+
+
+def test_record_sizes_without_torch_s_get_record_size(tmp_path, monkeypatch):
+    # found by loading a checkpoint over torch 2.11 on Python 3.12: the sizes then come from the zip's directory
+    monkeypatch.setattr(torch._C, "PyTorchFileReader", _ReaderWithoutRecordSize)
+    assert not hasattr(torch._C.PyTorchFileReader(str(zip_with(tmp_path, "r.pt", _storage_pickle(6)))), "get_record_size")
+    assert load_weights(zip_with(tmp_path, "ok.pt", _storage_pickle(6))).state["w"].shape == (6,)
+    err = _bounded(lambda: load_weights(zip_with(tmp_path, "big.pt", _storage_pickle(1 << 31))))
+    assert isinstance(err, CheckpointError) and "declared as 8589934592 bytes" in str(err)
+    err = _bounded(lambda: load_weights(zip_with(tmp_path, "nokey.pt", _storage_pickle(6, key="7"))))
+    assert isinstance(err, CheckpointError) and "does not hold" in str(err)
+    path = tmp_path / "resnet.pth"
+    torch.save(random_resnet("resnet18").state_dict(), path)  # a real torch.save file, read end to end
+    assert load_weights(path).state
+
+
 @pytest.mark.parametrize("name", ["empty.pth", "empty.pt", "empty.ckpt", "empty.bin"])
 def test_empty_file(tmp_path, name):
     path = tmp_path / name
