@@ -1,6 +1,6 @@
 """The training loss, the protocol's vs LoVT's own (``--train-loss``), side by side on generated data.
 
-    python -m bench.train_loss [--seeds 3] [--size 64] [--epochs 15] [--tasks ...] [--work DIR]
+    python -m bench.train_loss [--seeds 3] [--size 64] [--epochs 6] [--tasks ...] [--work DIR]
 
 Trains heads on the demo's random-init ResNet-18 on generated RSNA (``rsna_yolov3_frozen_100``: mmdet's
 YOLOv3 loss vs LoVT's YOLOv3Loss) and generated NIH (``nih_linear``, the protocol's NIH task: the mean of the
@@ -59,7 +59,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--size", type=int, default=64)
-    ap.add_argument("--epochs", type=int, default=15)
+    ap.add_argument("--epochs", type=int, default=6)
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--tasks", default=",".join(TASKS))
     ap.add_argument("--work", type=Path, default=None, help="work folder (default: a temporary one)")
