@@ -222,6 +222,7 @@ def _cmd_evaluate(args) -> int:
         feature_cache=None if args.no_feature_cache else str(args.feature_cache_dir),
         feature_cache_dtype=args.feature_cache_dtype,
         launcher=args.launcher,
+        train_loss=args.train_loss,
     )
     seeds = list(range(args.first_seed, args.first_seed + args.seeds))
     echo = print if args.rank == 0 else (lambda *a, **k: None)
@@ -840,6 +841,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         metavar="N",
         help="train on the first N images only (smoke tests)",
+    )
+    e.add_argument(
+        "--train-loss",
+        choices=["protocol", "lovt"],
+        default="protocol",
+        help="training loss: the protocol's (mmdet's YOLOv3 loss, mean of per-class Dice losses) or LoVT's own "
+        "(its YOLOv3Loss, Dice pooled over classes); recorded in the record's overrides (default protocol)",
     )
     e.add_argument("--keep-checkpoints", action="store_true", help="keep the .pth files of each run")
     e.add_argument("--verbose", action="store_true", help="mmengine's INFO log on the console")

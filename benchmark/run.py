@@ -29,6 +29,8 @@ from tasks.registry import TaskSpec
 
 # record key of the primary test metric of each task metric
 PRIMARY = {"mAP": "mAP", "dice": "dice", "froc": "froc", "mean_class_dice": "dice"}
+# training losses: the protocol's (mmdet's YOLOv3 loss, mean per-class Dice) or LoVT's own (README)
+TRAIN_LOSSES = ("protocol", "lovt")
 
 
 @dataclass(frozen=True)
@@ -37,8 +39,10 @@ class RunOptions:
 
     ``max_epochs`` / ``batch_size`` override the task's protocol values and ``train_limit`` keeps only the
     first N training images (quick looks, smoke tests); ``unet_widths`` replaces the U-Net decoder's widths
-    (five up-block widths; None: the protocol's 1024/512/256/128/64). They are part of the run key and of the
-    record (``overrides``; ``unet_widths`` there only for U-Net tasks).
+    (five up-block widths; None: the protocol's 1024/512/256/128/64); ``train_loss="lovt"`` trains with LoVT's
+    own losses (its YOLOv3Loss; its Dice pooled over the classes) instead of the protocol's (mmdet's YOLOv3
+    loss; the mean of the per-class Dice losses). They are part of the run key and of the record
+    (``overrides``; ``unet_widths`` there only for U-Net tasks, ``train_loss`` only when not "protocol").
     """
 
     max_epochs: int | None = None
@@ -55,8 +59,11 @@ class RunOptions:
     feature_cache_dtype: str = "float16"
     launcher: str = "none"  # "pytorch": each run spans the processes torchrun started (DDP)
     unet_widths: tuple[int, ...] | None = None
+    train_loss: str = "protocol"
 
     def __post_init__(self) -> None:
+        if self.train_loss not in TRAIN_LOSSES:
+            raise ValueError(f"train_loss must be one of {TRAIN_LOSSES}, got {self.train_loss!r}")
         if self.unet_widths is not None:
             widths = tuple(self.unet_widths)
             if len(widths) != 5 or not all(isinstance(w, int) and w > 0 for w in widths):
@@ -93,6 +100,7 @@ def _overrides(options: RunOptions, task: TaskSpec) -> dict:
             "unet_widths": list(options.unet_widths)
             if options.unet_widths is not None and task.head == "unet"
             else None,
+            "train_loss": options.train_loss if options.train_loss != "protocol" else None,
         }.items()
         if v is not None
     }
@@ -202,6 +210,7 @@ def runner_config(run: PlannedRun, resolved: PreparedRun, options: RunOptions, e
         feature_cache_dtype=options.feature_cache_dtype,
         launcher=options.launcher,
         unet_widths=options.unet_widths,
+        train_loss=options.train_loss,
     )
     return openmmlab.build_config(run.task, settings)
 

@@ -209,6 +209,54 @@ def test_unet_widths_are_a_recorded_run_option(tmp_path):
         RunOptions(unet_widths=(64, 32))
 
 
+def test_train_loss_is_a_recorded_run_option_that_changes_the_loss(tmp_path):
+    """``RunOptions(train_loss="lovt")`` goes into the run's key and record (``overrides``); the default
+    records nothing (existing records unchanged); the built YOLOv3 head and Dice loss use LoVT's losses."""
+    from dataclasses import replace
+
+    import torch
+    from mmdet.registry import MODELS as DET_MODELS
+    from mmdet.structures import DetDataSample  # noqa: F401  (mmdet's registries filled)
+    from mmengine.registry import DefaultScope
+    from mmengine.structures import InstanceData
+
+    import benchmark.openmmlab  # noqa: F401  (registers the components)
+    from benchmark.openmmlab import build_config
+    from benchmark.openmmlab.losses import lovt_yolov3_loss
+    from benchmark.run import RunOptions, _overrides
+
+    yolo, nih = TASKS["rsna_yolov3_frozen_100"], TASKS["nih_linear"]
+    assert _overrides(RunOptions(), yolo) == {} and _overrides(RunOptions(), nih) == {}
+    assert _overrides(RunOptions(train_loss="lovt"), yolo) == {"train_loss": "lovt"}
+    assert _overrides(RunOptions(train_loss="lovt"), nih) == {"train_loss": "lovt"}
+    with pytest.raises(ValueError, match="train_loss"):
+        RunOptions(train_loss="focal")
+
+    seg = build_config(nih, replace(_settings(nih, tmp_path), train_loss="lovt"))
+    assert seg.model.decode_head.loss_decode["variant"] == "lovt"
+    assert build_config(nih, _settings(nih, tmp_path)).model.decode_head.loss_decode["variant"] == "protocol"
+
+    torch.manual_seed(0)
+    img = 64
+    gt = InstanceData(bboxes=torch.tensor([[4.0, 8.0, 40.0, 60.0]]), labels=torch.tensor([0]))
+    metas = [dict(batch_input_shape=(img, img), img_shape=(img, img), pad_shape=(img, img))]
+    pred_maps = [torch.randn(1, 18, img // s, img // s) for s in (32, 16, 8)]
+    losses = {}
+    for choice in ("protocol", "lovt"):
+        cfg = build_config(yolo, replace(_settings(yolo, tmp_path), train_loss=choice)).model.bbox_head
+        assert cfg.train_loss == choice
+        with DefaultScope.overwrite_default_scope("mmdet"):
+            head = DET_MODELS.build(dict(cfg, train_cfg=dict(
+                assigner=dict(type="GridAssigner", pos_iou_thr=0.5, neg_iou_thr=0.5, min_pos_iou=0))))
+        losses[choice] = head.loss_by_feat(pred_maps, [gt], metas)
+    anchors = [torch.tensor(level, dtype=torch.float32) for level in head.prior_generator.base_sizes]
+    want = lovt_yolov3_loss(pred_maps, [gt.bboxes], [gt.labels], anchors, (img, img), 1)
+    for name, value in want.items():
+        assert float(losses["lovt"][name]) == pytest.approx(float(value), rel=1e-6)
+    protocol = sum(float(sum(v) if isinstance(v, (list, tuple)) else v) for v in losses["protocol"].values())
+    assert protocol != pytest.approx(float(sum(want.values())), rel=1e-3)
+
+
 def _early_stopping(cfg):
     from mmengine.registry import HOOKS
 

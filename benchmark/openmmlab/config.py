@@ -49,6 +49,7 @@ class RunSettings:
     feature_cache_dtype: str = "float16"
     launcher: str = "none"  # "pytorch": one run over several processes (torchrun, DDP)
     unet_widths: tuple[int, ...] | None = None  # U-Net decoder widths (None: the protocol's)
+    train_loss: str = "protocol"  # "lovt": LoVT's YOLOv3 loss / Dice pooled over the classes
 
 
 def _eval_batch(s: RunSettings) -> int:
@@ -142,6 +143,7 @@ def _detection(task: TaskSpec, s: RunSettings, channels: list[int]) -> dict:
             loss_conf=dict(type="CrossEntropyLoss", use_sigmoid=True, loss_weight=1.0, reduction="sum"),
             loss_xy=dict(type="CrossEntropyLoss", use_sigmoid=True, loss_weight=2.0, reduction="sum"),
             loss_wh=dict(type="MSELoss", loss_weight=2.0, reduction="sum"),
+            train_loss=s.train_loss,  # "lovt": LoVT's YOLOv3Loss replaces the four losses above
         ),
         train_cfg=dict(assigner=dict(type="GridAssigner", pos_iou_thr=0.5, neg_iou_thr=0.5, min_pos_iou=0)),
         test_cfg=dict(
@@ -213,7 +215,7 @@ def _segmentation(task: TaskSpec, s: RunSettings, channels: list[int]) -> dict:
         dropout_ratio=0.0,
         norm_cfg=None,
         align_corners=False,
-        loss_decode=dict(type="CXRDiceLoss", loss_weight=1.0),
+        loss_decode=dict(type="CXRDiceLoss", loss_weight=1.0, variant=s.train_loss),
     )
     if task.head == "linear":
         # a 1x1 convolution on C5, logits upsampled bilinearly; no dropout, no norm

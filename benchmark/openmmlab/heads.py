@@ -193,7 +193,32 @@ class ObjectnessYOLOV3Head(YOLOV3Head):
 
     ``nms_pre`` keeps the boxes of highest objectness (mmdet: highest class probability). NMS uses LoVT's
     IoU, with +1 on every width and height (in the prepared image's pixels, the frame LoVT's boxes are in).
+
+    ``train_loss="lovt"`` (``--train-loss lovt``) trains with LoVT's own YOLOv3 loss
+    (:func:`benchmark.openmmlab.losses.lovt_yolov3_loss`) instead of mmdet's; ``"protocol"`` keeps mmdet's.
     """
+
+    def __init__(self, *args, train_loss: str = "protocol", **kwargs) -> None:
+        if train_loss not in ("protocol", "lovt"):
+            raise ValueError(f"train_loss must be 'protocol' or 'lovt', got {train_loss!r}")
+        super().__init__(*args, **kwargs)
+        self.train_loss = train_loss
+
+    def loss_by_feat(self, pred_maps, batch_gt_instances, batch_img_metas, batch_gt_instances_ignore=None):
+        if self.train_loss == "protocol":
+            return super().loss_by_feat(pred_maps, batch_gt_instances, batch_img_metas, batch_gt_instances_ignore)
+        from benchmark.openmmlab.losses import lovt_yolov3_loss
+
+        anchors = [torch.tensor(level, dtype=torch.float32) for level in self.prior_generator.base_sizes]
+        img_hw = tuple(batch_img_metas[0]["batch_input_shape"])
+        return lovt_yolov3_loss(
+            pred_maps,
+            [g.bboxes for g in batch_gt_instances],
+            [g.labels for g in batch_gt_instances],
+            anchors,
+            img_hw,
+            self.num_classes,
+        )
 
     def predict_by_feat(
         self, pred_maps, batch_img_metas, cfg=None, rescale: bool = False, with_nms: bool = True
