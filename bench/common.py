@@ -111,7 +111,7 @@ def timed_run(task, backbone: str, data_root, out_dir, options, seed: int = 0, l
     from benchmark import openmmlab
     from benchmark.backbones import parse_spec
     from benchmark.openmmlab.config import MONITORS
-    from benchmark.run import plan_run, resolve, runner_config
+    from benchmark.runs import plan_run, resolve, runner_config
 
     run = plan_run(task, parse_spec(backbone), data_root, out_dir, seed, lr, options)
     resolved = resolve(run, out_dir, options)

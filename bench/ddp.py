@@ -59,7 +59,7 @@ def child(data: str, work: str, epochs: int) -> None:
     """One measured run (under torchrun when WORLD_SIZE is set); rank 0 prints a JSON line."""
     import torch
 
-    from benchmark.run import RunOptions
+    from benchmark.runs import RunOptions
     from tasks.registry import get_task
 
     world = int(os.environ.get("WORLD_SIZE", "1"))
@@ -76,7 +76,7 @@ def child(data: str, work: str, epochs: int) -> None:
         progress=False,
         launcher="pytorch" if world > 1 else "none",
     )
-    import benchmark.run as run_mod
+    import benchmark.runs as run_mod
 
     name = _checksum_hook()
     real = run_mod.runner_config

@@ -29,7 +29,7 @@ def flop_bound(task_id: str, backbone: str, data, work: Path, batch: int) -> dic
 
     from benchmark import openmmlab  # noqa: F401  (registers the modules)
     from benchmark.backbones import parse_spec
-    from benchmark.run import RunOptions, plan_run, resolve, runner_config
+    from benchmark.runs import RunOptions, plan_run, resolve, runner_config
     from tasks.registry import get_task
 
     options = RunOptions(max_epochs=1, batch_size=batch, progress=False)
@@ -54,7 +54,7 @@ def flop_bound(task_id: str, backbone: str, data, work: Path, batch: int) -> dic
 
 
 def measure(task_id: str, backbone: str, data, work: Path, epochs: int, batch: int) -> dict:
-    from benchmark.run import RunOptions
+    from benchmark.runs import RunOptions
     from tasks.registry import get_task
 
     task = replace(get_task(task_id), patience=epochs + 1)  # no early stop during the measurement

@@ -187,7 +187,7 @@ def one_run(task, cfg: dict, data: Path, work: Path, name: str, *, amp=False, ca
     import torch
 
     from bench.common import _sync, timed_run
-    from benchmark.run import PRIMARY, RunOptions, default_num_workers
+    from benchmark.runs import PRIMARY, RunOptions, default_num_workers
 
     device = cfg["device"]
     options = RunOptions(
@@ -385,7 +385,7 @@ def torchrun_check(cfg: dict, data: Path, work: Path) -> dict:
     cmd += ["--seeds", "1", "--no-lr-search", "--launcher", "pytorch", "--quiet"]
     started = time.perf_counter()
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=repo)
-    from benchmark.records import iter_records
+    from benchmark.runs.records import iter_records
 
     records = list(iter_records(out)) if (out / "runs").is_dir() else []
     ok = proc.returncode == 0 and len(records) == 1 and records[0]["status"] == "ok" and records[0]["world_size"] == nproc

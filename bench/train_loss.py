@@ -67,7 +67,7 @@ def main(argv=None) -> int:
 
     from benchmark.backbones import parse_spec
     from benchmark.demo import DEMO_BACKBONE
-    from benchmark.run import RunOptions, evaluate
+    from benchmark.runs import RunOptions, evaluate
     from tasks.registry import scaled_unet_widths
 
     work = args.work or Path(tempfile.mkdtemp(prefix="cxrbench-train-loss-"))

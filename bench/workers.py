@@ -27,8 +27,8 @@ def main(argv=None) -> int:
     p.add_argument("--n", type=int, default=60, help="fake RSNA images")
     p.add_argument("--work", default=None)
     args = p.parse_args(argv)
-    from benchmark.run import RunOptions
-    from benchmark.sweep import Sweep, run_local
+    from benchmark.executors.local import Sweep, run_local
+    from benchmark.runs import RunOptions
     from tasks.registry import get_task
 
     work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="cxrbench-bench-"))

@@ -25,7 +25,7 @@ import traceback
 from collections.abc import Callable
 from pathlib import Path
 
-from benchmark.run import RunOptions, check_dataset_prepared, evaluate
+from benchmark.runs import RunOptions, check_dataset_prepared, evaluate
 from tasks.io import write_bytes_atomic, write_text_atomic
 from tasks.registry import TaskSpec
 

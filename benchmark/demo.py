@@ -68,7 +68,7 @@ def run_demo(
         ``{"records": [...], "untrained": [...], "rows": [...], "leaderboard": Path | None, "seconds": float}``.
     """
     from benchmark.backbones import parse_spec
-    from benchmark.run import RunOptions, evaluate
+    from benchmark.runs import RunOptions, evaluate
     from tasks.errors import DatasetError
     from tasks.fakes import FAKES
     from tasks.prepare import prepare, prepared_dir

@@ -18,7 +18,7 @@ def _version(module: str) -> str | None:
 def _check_nms(device: str) -> tuple[bool, str]:
     import torch
 
-    from benchmark.mmcv_ops import brute_force_nms
+    from benchmark.openmmlab.nms import brute_force_nms
 
     g = torch.Generator().manual_seed(0)
     xy = torch.rand(60, 2, generator=g) * 100

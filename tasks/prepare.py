@@ -483,7 +483,7 @@ def load_stats(prepared: str | os.PathLike, subset: str) -> dict:
 
     Returns:
         ``{"n_images": int, "mean": float, "std": float}`` of ``subset``, with ``mean`` / ``std`` those
-        of ``train`` (a label fraction normalises with the whole split, see ``benchmark.run``).
+        of ``train`` (a label fraction normalises with the whole split, see ``benchmark.runs``).
 
     Raises:
         DatasetError: the file is missing, not JSON, or a field is missing or of the wrong type / range

@@ -47,7 +47,7 @@ METRICS = {
     "mean_class_dice": "mean over classes of the per-class micro Dice (a class in neither prediction nor "
     "label: 0)",
 }
-# Record keys of ``metrics`` besides the primary ones (``mAP``, ``froc``, ``dice``: benchmark/run.py PRIMARY,
+# Record keys of ``metrics`` besides the primary ones (``mAP``, ``froc``, ``dice``: benchmark/runs/__init__.py PRIMARY,
 # always the published tables' definitions), in display order; results/README.md explains each. Per-class
 # (``dice.<class>``, ``iou.<class>``) and per-rate (``<froc key>@<rate>``) values come with them.
 SECONDARY_METRICS = {

@@ -1,4 +1,4 @@
-"""Synthetic run records in the exact format of ``benchmark.run.execute`` (for leaderboard tests)."""
+"""Synthetic run records in the exact format of ``benchmark.runs.execute`` (for leaderboard tests)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmark.records import CODE_VERSION, record_path, write_record
+from benchmark.runs.records import CODE_VERSION, record_path, write_record
 from tasks.registry import TASKS
 
 PRIMARY = {"mAP": "mAP", "dice": "dice", "froc": "froc", "mean_class_dice": "dice"}
@@ -53,7 +53,7 @@ def make_record(
     task = TASKS[task_id]
     arch, tag = backbone.split(".", 1) if "." in backbone else (backbone, "file")
     lr = task.lr if lr is None else lr
-    if key is None:  # like benchmark.records.run_key: a hash of what determines the result
+    if key is None:  # like benchmark.runs.records.run_key: a hash of what determines the result
         key = hashlib.sha256(
             f"{backbone}|{task_id}|{seed}|{lr}|{phase}|{split_hash}|{size}".encode()
         ).hexdigest()[:16]

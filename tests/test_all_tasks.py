@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from benchmark.run import RunOptions, evaluate
+from benchmark.runs import RunOptions, evaluate
 from tasks.datasets import get_dataset
 from tasks.registry import TASKS
 

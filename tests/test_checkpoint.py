@@ -10,7 +10,7 @@ from mmengine.logging import HistoryBuffer
 from benchmark import openmmlab  # noqa: F401  (registers the suite's components)
 from benchmark.backbones import parse_spec
 from benchmark.openmmlab.checkpoint import from_plain, to_plain
-from benchmark.run import RunOptions, plan_run, resolve, runner_config
+from benchmark.runs import RunOptions, plan_run, resolve, runner_config
 from cxrcore.weights import load_checkpoint
 from tasks.registry import get_task
 

@@ -219,7 +219,7 @@ def test_statistics_of_an_older_prepare_are_refused(data_root, tmp_path):
     """A stats.json without the definition (written by a cxrbench that took the statistics on the padded
     square) is refused with the file and field named: the run fails with that reason, nothing trains."""
     from benchmark.backbones import parse_spec
-    from benchmark.run import RunOptions, plan_run, resolve
+    from benchmark.runs import RunOptions, plan_run, resolve
     from tasks.errors import DatasetError
     from tasks.registry import TASKS
 

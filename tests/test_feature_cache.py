@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 import torch
 
-from benchmark.claims import owner_info
-from benchmark.feature_cache import FeatureStore, default_root, entry_key, open_entry
+from benchmark.runs.claims import owner_info
+from benchmark.runs.feature_store import FeatureStore, default_root, entry_key, open_entry
 
 IDS = ["a", "b", "c"]
 
@@ -108,7 +108,7 @@ def test_default_root(tmp_path, monkeypatch):
 
 
 def test_random_init_weights_digest_depends_on_the_seed():
-    from benchmark.openmmlab.feature_cache import CachedBackbone
+    from benchmark.openmmlab.feature_cache_hook import CachedBackbone
 
     def digest(seed):
         torch.manual_seed(seed)
@@ -174,7 +174,7 @@ def test_yolov3_frozen_task_cached_equals_uncached(data_root, tmp_path):
     from benchmark import openmmlab
     from benchmark.backbones import parse_spec
     from benchmark.openmmlab.config import MONITORS
-    from benchmark.run import RunOptions, plan_run, resolve, runner_config
+    from benchmark.runs import RunOptions, plan_run, resolve, runner_config
     from tasks.registry import get_task
 
     task = get_task("rsna_yolov3_frozen_10")
@@ -222,7 +222,7 @@ def test_unet_frozen_cached_equals_uncached_and_reads_the_real_image(data_root, 
     from benchmark import openmmlab
     from benchmark.backbones import parse_spec
     from benchmark.openmmlab.config import MONITORS
-    from benchmark.run import RunOptions, plan_run, resolve, runner_config
+    from benchmark.runs import RunOptions, plan_run, resolve, runner_config
     from tasks.registry import get_task
 
     task = replace(get_task("rsna_linear_10"), id="rsna_unet_frozen_10", head="unet", lr=1e-3)

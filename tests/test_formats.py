@@ -24,7 +24,7 @@ from fake_checkpoints import (
 from torch import nn
 
 from benchmark.backbones import BackboneKeyError, CXRBackbone, build_encoder, parse_spec
-from benchmark.formats import FormatError, UnmappedKeysError
+from benchmark.backbones.formats import FormatError, UnmappedKeysError
 
 X = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
 
@@ -263,7 +263,7 @@ def test_timm_resnet_layout_is_torchvision(tmp_path):
 
 def test_config_heads_follow_declared_channels_and_convention(net50, tmp_path, data_root):
     """Heads read the backbone's declared channels; a declared convention moves normalisation into it."""
-    from benchmark.run import RunOptions, plan_run, resolve, runner_config
+    from benchmark.runs import RunOptions, plan_run, resolve, runner_config
     from tasks.registry import get_task
 
     path = tmp_path / "checkpoint_final.pth"

@@ -142,7 +142,7 @@ def test_yolov3_adapts_to_declared_channels(arch, data_root, tmp_path):
     from mmengine.runner import Runner
 
     from benchmark.backbones import parse_spec
-    from benchmark.run import RunOptions, plan_run, resolve, runner_config
+    from benchmark.runs import RunOptions, plan_run, resolve, runner_config
     from tasks.registry import get_task
 
     options = RunOptions(max_epochs=1, batch_size=2, progress=False)

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from benchmark.cli import main
-from benchmark.run import RunOptions, check_dataset_prepared, evaluate
+from benchmark.runs import RunOptions, check_dataset_prepared, evaluate
 from tasks.custom import TaskFileError, load_task_file
 from tasks.errors import DatasetError
 from tasks.prepare import prepare

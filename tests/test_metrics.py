@@ -136,7 +136,7 @@ def test_detection_metric_coco_keys_equal_pycocotools(tmp_path):
 
 
 def test_froc_all_predictions_hand_computed():
-    from benchmark.froc import froc_all_predictions as froc
+    from benchmark.openmmlab.froc import froc_all_predictions as froc
 
     # image 0 has objects 1 (ellipse) and 2; image 1 has none. Hits as "true shape" (p2 lies in the
     # ellipse's bounding box but outside the ellipse) and as "bounding box".

@@ -6,7 +6,12 @@ import pytest
 import torch
 
 from benchmark import openmmlab  # installs the provider before mmcv.ops is imported
-from benchmark.mmcv_ops import PROVIDER_COMPILED, PROVIDER_TORCHVISION, MissingMMCVOpError, brute_force_nms
+from benchmark.openmmlab.nms import (
+    PROVIDER_COMPILED,
+    PROVIDER_TORCHVISION,
+    MissingMMCVOpError,
+    brute_force_nms,
+)
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 

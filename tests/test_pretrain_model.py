@@ -53,7 +53,7 @@ def test_resnet50_export_is_the_torchvision_layout_and_the_benchmark_loads_it(tm
     assert info.provenance["preset"] == "lovt" and info.provenance["sha256_matches"]
     assert info.to_dict()["provenance"]["sidecar"] == str(sidecar.resolve())
     assert "preset lovt" in info.describe() and "WARNING" not in info.describe()
-    from benchmark.catalog import format_report, inspect_weights
+    from benchmark.backbones.catalog import format_report, inspect_weights
 
     report = inspect_weights(weights)
     assert (

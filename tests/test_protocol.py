@@ -193,7 +193,7 @@ def test_unet_widths_are_a_recorded_run_option(tmp_path):
     from dataclasses import replace
 
     from benchmark.openmmlab import build_config
-    from benchmark.run import RunOptions, _overrides
+    from benchmark.runs import RunOptions, _overrides
     from tasks.registry import UNET_WIDTHS, scaled_unet_widths
 
     assert scaled_unet_widths(2048) == UNET_WIDTHS  # ResNet-50: exactly the protocol
@@ -223,7 +223,7 @@ def test_train_loss_is_a_recorded_run_option_that_changes_the_loss(tmp_path):
     import benchmark.openmmlab  # noqa: F401  (registers the components)
     from benchmark.openmmlab import build_config
     from benchmark.openmmlab.losses import lovt_yolov3_loss
-    from benchmark.run import RunOptions, _overrides
+    from benchmark.runs import RunOptions, _overrides
 
     yolo, nih = TASKS["rsna_yolov3_frozen_100"], TASKS["nih_linear"]
     assert _overrides(RunOptions(), yolo) == {} and _overrides(RunOptions(), nih) == {}
@@ -372,7 +372,7 @@ def test_label_fractions_are_normalised_with_the_training_split_statistics(task_
     src/data/dataloading_utils.py ``apply_subset``: ``sub_dataset.stats = dataset.stats``)."""
     import json
 
-    from benchmark.run import RunOptions, plan_run, resolve
+    from benchmark.runs import RunOptions, plan_run, resolve
     from tasks.prepare import prepared_dir
 
     task = TASKS[task_id]

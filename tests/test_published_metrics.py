@@ -20,10 +20,10 @@ import pytest
 import torch
 
 from benchmark import openmmlab  # noqa: F401
-from benchmark.box_ap import IOU_THRESHOLDS, ImageBoxes, box_map
-from benchmark.froc import FROC_FPS, froc, froc_all_predictions
+from benchmark.openmmlab.box_ap import IOU_THRESHOLDS, ImageBoxes, box_map
+from benchmark.openmmlab.froc import FROC_FPS, froc, froc_all_predictions
 from benchmark.openmmlab.metrics import DetectionMetric, FROCMetric, SegMetric
-from benchmark.run import PRIMARY
+from benchmark.runs import PRIMARY
 from tasks.registry import SECONDARY_METRICS
 
 # ------------------------------------------------------------------------------------ reference code

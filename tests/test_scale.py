@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from benchmark.claims import is_stale, owner_info, try_claim
-from benchmark.run import RunOptions, evaluate
+from benchmark.runs import RunOptions, evaluate
+from benchmark.runs.claims import is_stale, owner_info, try_claim
 from tasks.registry import get_task
 
 OPTIONS = RunOptions(max_epochs=1, batch_size=2, progress=False)
@@ -120,8 +120,8 @@ def reference(data_root, tmp_path_factory, cache_dir):
 SWEEP_SCRIPT = """
 import sys
 from dataclasses import replace
-from benchmark.run import RunOptions
-from benchmark.sweep import Sweep, run_local
+from benchmark.runs import RunOptions
+from benchmark.executors.local import Sweep, run_local
 from tasks.registry import get_task
 
 if __name__ == "__main__":
@@ -180,8 +180,8 @@ def test_sweep_killed_and_restarted_with_two_workers_matches_single_worker(
 
 @pytest.mark.slow
 def test_slurm_executor_with_submitit_local_cluster(data_root, reference, cache_dir, tmp_path):
-    from benchmark.slurm import SlurmSettings, run_slurm
-    from benchmark.sweep import Sweep
+    from benchmark.executors.local import Sweep
+    from benchmark.executors.slurm import SlurmSettings, run_slurm
 
     out = tmp_path / "out"
     options = replace(OPTIONS, device="cpu", feature_cache=str(cache_dir))
@@ -210,10 +210,10 @@ def test_record_of_a_dead_slurm_job_has_the_run_identity(data_root, reference, t
     """A job that died without a record gets a failed record with the same identity fields (and key) as the
     run would have written, so the sweep and the leaderboard treat it like any failed run."""
     from benchmark.backbones import parse_spec
+    from benchmark.executors.slurm import _failed_record
     from benchmark.leaderboard import load_records
-    from benchmark.records import write_record
-    from benchmark.run import plan_run
-    from benchmark.slurm import _failed_record
+    from benchmark.runs import plan_run
+    from benchmark.runs.records import write_record
 
     run = plan_run(
         TASK, parse_spec("resnet18.random"), data_root, tmp_path, 0, 1e-3, OPTIONS, "given", "final"

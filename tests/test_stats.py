@@ -1,4 +1,4 @@
-"""benchmark.stats against scipy / numpy and hand-computed values."""
+"""benchmark.leaderboard.stats against scipy / numpy and hand-computed values."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
-from benchmark import stats
+from benchmark.leaderboard import stats
 
 SAMPLES = [
     [0.31, 0.29, 0.33, 0.30, 0.32],

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 import torch
 
-import benchmark.run as run_mod
+import benchmark.runs as run_mod
 from benchmark.backbones import parse_spec
-from benchmark.run import RunOptions, choose_lr, evaluate, plan_run, resolve, runner_config
+from benchmark.runs import RunOptions, choose_lr, evaluate, plan_run, resolve, runner_config
 from tasks.registry import get_task
 
 pytestmark = pytest.mark.slow

@@ -17,7 +17,7 @@ from benchmark.backbones import (
     build_encoder,
     parse_spec,
 )
-from benchmark.pyramid import plan_levels
+from benchmark.backbones.levels import plan_levels
 
 
 def test_convnext_levels_from_feature_info():

@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from benchmark.run import RunOptions, evaluate
+from benchmark.runs import RunOptions, evaluate
 from tasks.registry import get_task
 
 pytestmark = pytest.mark.slow

@@ -16,8 +16,8 @@ from safetensors.torch import save_file
 from test_hostile_checkpoints import DEEP, SIZE_ATTACKS, _call_pickle, _Touch, zip_with
 from timm.models import _hub
 
-from benchmark import timm_backbones as tb
 from benchmark.backbones import BackboneError, WeightsFileError, build_encoder, parse_spec
+from benchmark.backbones import timm_models as tb
 
 
 class FakeDownloads:

@@ -18,7 +18,7 @@ from transformer_checkpoints import (
     make_rad_dino,
 )
 
-from benchmark.run import RunOptions, evaluate
+from benchmark.runs import RunOptions, evaluate
 from tasks.registry import get_task
 
 pytestmark = pytest.mark.slow

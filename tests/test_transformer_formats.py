@@ -20,7 +20,7 @@ from transformer_checkpoints import (
 )
 
 from benchmark.backbones import BackboneError, CXRBackbone, build_encoder, parse_spec
-from benchmark.formats import FormatError, UnmappedKeysError
+from benchmark.backbones.formats import FormatError, UnmappedKeysError
 
 pytest.importorskip("timm")
 pytest.importorskip("transformers")
@@ -233,7 +233,7 @@ def test_pyramid_frozen_and_resolution_option(tmp_path):
     up = F.interpolate(x, size=(128, 128), mode="bilinear", align_corners=False)
     with torch.no_grad():
         assert torch.equal(c5_hi, F.adaptive_max_pool2d(hi.encoder(up)[5], (2, 2)))
-    from benchmark.records import run_key
+    from benchmark.runs.records import run_key
 
     common = dict(task={"id": "t"}, split_hash="s", seed=0, lr=0.1, size=224)
     assert run_key(backbone=info.to_dict(), **common) != run_key(backbone=parse_spec(str(path)).to_dict(), **common)

@@ -11,7 +11,7 @@ multi-label masks are (C, H, W) by design). Nothing else here has import-time ef
 
 from __future__ import annotations
 
-from benchmark.mmcv_ops import install as _install_mmcv_ops
+from benchmark.openmmlab.nms import install as _install_mmcv_ops
 
 NMS_PROVIDER = _install_mmcv_ops()
 
@@ -22,7 +22,7 @@ import mmseg  # noqa: E402
 from mmengine.registry import HOOKS, LOOPS, METRICS, MODELS, TRANSFORMS  # noqa: E402
 
 from benchmark.backbones import CXRBackbone  # noqa: E402
-from benchmark.openmmlab import checkpoint, feature_cache, heads, hooks, loops, losses, metrics  # noqa: E402
+from benchmark.openmmlab import checkpoint, feature_cache_hook, heads, hooks, loops, losses, metrics  # noqa: E402
 
 warnings.filterwarnings("ignore", message="``build_loss`` would be deprecated", module="mmseg.models.builder")
 warnings.filterwarnings(
@@ -34,8 +34,8 @@ for _registry, _classes in (
         MODELS,
         [
             CXRBackbone,
-            feature_cache.CachedBackbone,
-            feature_cache.CachedFeaturePreprocessor,
+            feature_cache_hook.CachedBackbone,
+            feature_cache_hook.CachedFeaturePreprocessor,
             losses.DiceLoss,
             heads.UNetHead,
             heads.SigmoidFCNHead,
@@ -45,7 +45,7 @@ for _registry, _classes in (
             heads.ObjectnessYOLOV3Head,
         ],
     ),
-    (TRANSFORMS, [heads.LoadMultiLabelMasks, feature_cache.PlaceholderImage]),
+    (TRANSFORMS, [heads.LoadMultiLabelMasks, feature_cache_hook.PlaceholderImage]),
     (
         HOOKS,
         [
@@ -54,7 +54,7 @@ for _registry, _classes in (
             hooks.LossGuardHook,
             hooks.HistoryHook,
             hooks.ProgressHook,
-            feature_cache.FeatureCacheHook,
+            feature_cache_hook.FeatureCacheHook,
         ],
     ),
     (LOOPS, [loops.ValLossLoop]),

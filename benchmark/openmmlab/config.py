@@ -363,7 +363,7 @@ def build_config(task: TaskSpec, s: RunSettings) -> ConfigDict:
         ),
     )
     if s.feature_cache and task.frozen:
-        from benchmark.openmmlab.feature_cache import use_feature_cache
+        from benchmark.openmmlab.feature_cache_hook import use_feature_cache
 
         use_feature_cache(
             cfg,

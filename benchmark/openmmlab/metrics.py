@@ -11,8 +11,8 @@ from mmdet.evaluation.metrics import CocoMetric
 from mmseg.evaluation.metrics import IoUMetric
 from pycocotools.cocoeval import COCOeval
 
-from benchmark.box_ap import ImageBoxes, box_map
-from benchmark.froc import FROC_FPS, froc, froc_all_predictions
+from benchmark.openmmlab.box_ap import ImageBoxes, box_map
+from benchmark.openmmlab.froc import FROC_FPS, froc, froc_all_predictions
 
 # mAP@[.40:.05:.75] (the RSNA Kaggle range); rounded so that 0.5 and 0.75 are exact and pycocotools can
 # read AP@.5 / AP@.75 off the same evaluation.
@@ -23,7 +23,7 @@ class DetectionMetric(CocoMetric):
     """Box mAP over IoU 0.40:0.05:0.75, plus AP@0.5 and AP@0.75, in two definitions, at full precision.
 
     Keys (prefix ``det``): ``mAP``, ``mAP_50``, ``mAP_75`` as the published LoVT numbers
-    (:func:`benchmark.box_ap.box_map`: VOC IoU with +1 on widths and heights, 101 recall points; 0 without
+    (:func:`benchmark.openmmlab.box_ap.box_map`: VOC IoU with +1 on widths and heights, 101 recall points; 0 without
     any detection or ground truth); ``mAP_coco``, ``mAP_coco_50``, ``mAP_coco_75`` by pycocotools
     (continuous IoU; no detections at all scores 0, a split without ground-truth boxes NaN);
     ``n_detections``.
@@ -103,9 +103,9 @@ class FROCMetric(DetectionMetric):
     """FROC of the Object-CXR challenge, plus the mAP values of :class:`DetectionMetric`.
 
     A prediction's point is its box centre. ``froc``: the challenge's definition as LoVT computes it
-    (:func:`benchmark.froc.froc`), the hit tested on the annotation's bounding box (what the published numbers
+    (:func:`benchmark.openmmlab.froc.froc`), the hit tested on the annotation's bounding box (what the published numbers
     used); ``froc_all_predictions``: the same hits, unreached rates filled with the sensitivity of all
-    predictions (:func:`benchmark.froc.froc_all_predictions`); ``froc_shape``: that rule with the hit tested
+    predictions (:func:`benchmark.openmmlab.froc.froc_all_predictions`); ``froc_shape``: that rule with the hit tested
     on the true shape (the annotation's ``segmentation`` mask: rectangle, inscribed ellipse or polygon,
     rasterised by ``prepare``). Also ``<key>@<rate>`` for each false-positive rate.
     """

@@ -13,7 +13,7 @@ from mmengine.dist import barrier
 from mmengine.logging import MMLogger
 from mmengine.runner import Runner
 
-from benchmark.openmmlab.feature_cache import FeatureCacheHook
+from benchmark.openmmlab.feature_cache_hook import FeatureCacheHook
 from benchmark.openmmlab.hooks import HistoryHook
 from cxrcore.weights import mmengine_path
 

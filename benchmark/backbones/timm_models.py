@@ -27,8 +27,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from benchmark.formats import Conversion, normalize_keys, show_keys
-from benchmark.weights import BackboneError, WeightsFileError, load_checkpoint, load_safetensors
+from benchmark.backbones.formats import Conversion, normalize_keys, show_keys
+from benchmark.backbones.weights import BackboneError, WeightsFileError, load_checkpoint, load_safetensors
 from cxrcore.weights import _first_line
 
 HF_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "open_clip_pytorch_model.bin")

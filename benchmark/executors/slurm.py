@@ -6,7 +6,7 @@ chosen learning rates. The submitting process (``cxrbench evaluate --executor sl
 needs no GPU and can run on a login node (in tmux / screen: it only submits and waits).
 
 Resume-safe: a run already recorded is never submitted again; a job claims its key before training
-(:mod:`benchmark.claims`), so a duplicate job (the command started twice, or started again while old jobs
+(:mod:`benchmark.runs.claims`), so a duplicate job (the command started twice, or started again while old jobs
 are still queued) finds the claim or the record and exits at once; the driver waits for runs that jobs of
 an earlier submission are still running. A job that is preempted or reaches its time limit is requeued by
 submitit (checkpointing) and starts the run again; a job that dies without a record (out of memory, node
@@ -27,10 +27,7 @@ from pathlib import Path
 
 import submitit
 
-from benchmark.claims import is_stale
-from benchmark.records import write_record
-from benchmark.run import PlannedRun, RunOptions, record_identity
-from benchmark.sweep import (
+from benchmark.executors.local import (
     Sweep,
     claim_path,
     collect,
@@ -40,6 +37,9 @@ from benchmark.sweep import (
     search_runs,
     settled,
 )
+from benchmark.runs import PlannedRun, RunOptions, record_identity
+from benchmark.runs.claims import is_stale
+from benchmark.runs.records import write_record
 
 
 @dataclass(frozen=True)

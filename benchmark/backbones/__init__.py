@@ -8,20 +8,20 @@ names a timm model (``cxrbench backbones`` lists them all):
 - ``resnet50.imagenet`` (and 18/34): torchvision's ImageNet weights (``IMAGENET1K_V1``), read from
   ``$CXRBENCH_WEIGHTS_DIR`` or the torch hub cache, downloaded there when the network allows.
 - ``PATH`` (a ``.pt/.pth/.safetensors/.bin/.ckpt`` file or a folder): the checkpoint format is detected
-  from the keys (:mod:`benchmark.formats`: LoVT / ConVIRT / CLIP, GLoRIA, MGCA, BioViL, BioViL-T, MedKLIP,
+  from the keys (:mod:`benchmark.backbones.formats`: LoVT / ConVIRT / CLIP, GLoRIA, MGCA, BioViL, BioViL-T, MedKLIP,
   OpenMMLab, torchvision / timm ResNet) and the image encoder's ResNet is extracted. ``FORMAT:PATH`` insists
   on one format; ``resnet18:PATH`` on a torchvision layout of that depth. A Hugging Face timm folder
   (``config.json`` with ``architecture``) is a timm model with its weights.
 - ``timm:NAME`` (random), ``timm:NAME.TAG`` (timm's pretrained weights), ``timm:NAME:FILE`` (local weights):
-  any timm model that supports ``features_only=True`` (:mod:`benchmark.timm_backbones`).
+  any timm model that supports ``features_only=True`` (:mod:`benchmark.backbones.timm_models`).
 - A suffix ``#norm=NAME`` chooses the input normalisation: ``task`` (the protocol: the task's own training
   statistics), ``declared`` (the convention the checkpoint format declares; the default), or ``imagenet`` /
   ``half`` / ``unit``.
 
 Every encoder delivers levels ``C0..C5`` at strides 1..32 (C0 the input, C1 the stem, C2..C5 ResNet's
-``layer1..layer4``); levels an encoder lacks are resampled from its own (:mod:`benchmark.pyramid`). Which
+``layer1..layer4``); levels an encoder lacks are resampled from its own (:mod:`benchmark.backbones.levels`). Which
 levels a head receives is its ``out_indices``; their channels are declared in :class:`BackboneInfo`. Loading
-never executes code from a checkpoint (:mod:`benchmark.weights`).
+never executes code from a checkpoint (:mod:`benchmark.backbones.weights`).
 """
 
 from __future__ import annotations
@@ -40,9 +40,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from benchmark import formats as fmts
-from benchmark.pyramid import NUM_LEVELS, Level, plan_levels, resample
-from benchmark.weights import BackboneError, UnsafeCheckpointError, WeightsFileError, load_weights
+from benchmark.backbones import formats as fmts
+from benchmark.backbones.levels import NUM_LEVELS, Level, plan_levels, resample
+from benchmark.backbones.weights import BackboneError, UnsafeCheckpointError, WeightsFileError, load_weights
 
 __all__ = [
     "ARCHS",
@@ -119,7 +119,7 @@ class BackboneInfo:
     normalization: dict | None = None  # the input convention used instead of the task statistics, if any
     conversion: dict | None = None  # what the format conversion mapped and ignored
     provenance: dict | None = None  # from the JSON sidecar of a `cxrbench pretrain` export (preset, ...)
-    # transformers (benchmark.transformers_backbones): architecture, training resolution, how tokens and
+    # transformers (benchmark.backbones.transformer_models): architecture, training resolution, how tokens and
     # position embeddings are used
     encoder: dict | None = None
     resolution: int | None = None  # SPEC#res=N: the encoder runs on the input resized to N px (else: as given)
@@ -353,7 +353,7 @@ class _Resolved:
 
 
 def _resolve_timm(spec: str, rest: str, norm: str, load: bool, folder_arch: str | None = None) -> _Resolved:
-    from benchmark import timm_backbones as tb
+    from benchmark.backbones import timm_models as tb
 
     name, _, path_part = rest.partition(":")
     hub = folder_arch is None and name.lower() in ("hf-hub", "hf_hub")
@@ -451,7 +451,7 @@ def converted_architecture(
     if conv.family == "resnet":
         arch = arch or infer_arch(list(conv.state))
         return arch, resnet_levels(arch, conv.num_stages), None
-    from benchmark import transformers_backbones as tfb
+    from benchmark.backbones import transformer_models as tfb
 
     hints = {"resolution": fmts.get_format(conv.format).resolution} | conv.hints | hints
     encoder = tfb.encoder_config(conv.family, conv.state, hints, source)
@@ -462,7 +462,7 @@ def _resolve_file(spec: str, path: Path, norm: str, fmt: str | None, arch: str |
     hints: dict = {}
     folder_norm = None
     if path.is_dir():
-        from benchmark.timm_backbones import read_hf_architecture
+        from benchmark.backbones.timm_models import read_hf_architecture
 
         timm_arch = read_hf_architecture(path)
         if timm_arch and fmt is None and arch is None:
@@ -538,7 +538,7 @@ def resolve(spec: str, load: bool = True) -> _Resolved:
     if res is not None:
         fields = {}
         if r.info.encoder:  # strides on the protocol's 224-px input of the map the encoder gives at `res`
-            from benchmark.transformers_backbones import native_levels
+            from benchmark.backbones.transformer_models import native_levels
 
             fields = _levels_fields(native_levels(r.info.encoder, res))
         r.info = replace(r.info, resolution=res, **fields)
@@ -612,7 +612,7 @@ def validate_state(
         else:
             import warnings
 
-            from benchmark import transformers_backbones as tfb
+            from benchmark.backbones import transformer_models as tfb
 
             with warnings.catch_warnings():  # torch says that copying into a meta tensor is a no-op: intended
                 warnings.filterwarnings("ignore", message=".*copying from a non-meta parameter")
@@ -679,12 +679,12 @@ def build_encoder(spec: str | BackboneInfo) -> tuple[nn.Module, BackboneInfo]:
     r = resolve(spec.spec if isinstance(spec, BackboneInfo) else spec, load=True)
     info = r.info
     if info.arch.startswith("timm:"):
-        from benchmark.timm_backbones import TimmFeatures
+        from benchmark.backbones.timm_models import TimmFeatures
 
         model = TimmFeatures(info.arch[len("timm:") :], state=r.state, pretrained=info.tag == "pretrained")
         return model, info
     if info.encoder:
-        from benchmark.transformers_backbones import build
+        from benchmark.backbones.transformer_models import build
 
         return build(info.encoder, r.state, info.path or info.spec), info
     model = ResNetFeatures(info.arch, r.num_stages)

@@ -2,7 +2,7 @@
 tests against a baseline, Markdown, a self-contained sortable HTML page and PNG plots.
 
 Everything is derived from the records (``RUNS/runs/<backbone>/<task>/<key>.json``, see
-``benchmark/run.py: execute``); nothing is edited by hand. The same records give byte-identical CSV,
+``benchmark/runs/__init__.py: execute``); nothing is edited by hand. The same records give byte-identical CSV,
 Markdown and HTML files: rows are sorted, numbers are rounded here in code, and no timestamps are written.
 
 Units: record metrics are fractions in [0, 1]; every value written here is in percent, like the
@@ -36,13 +36,13 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmark import stats
-from benchmark.records import metrics_as_published
+from benchmark.leaderboard import stats
+from benchmark.runs.records import metrics_as_published
 from tasks.io import write_bytes_atomic, write_text_atomic
 from tasks.registry import SECONDARY_METRICS, TASKS
 
 # Where the published numbers live in a checkout (results/reference/*.csv, see its README).
-REFERENCE_DIR = Path(__file__).resolve().parents[1] / "results" / "reference"
+REFERENCE_DIR = Path(__file__).resolve().parents[2] / "results" / "reference"
 REFERENCE_COLUMNS = ("method", "pretraining_data", "task", "metric", "mean", "std_population")
 # The published tables report 5 runs per task (tasks.md); used where a test needs n for published rows.
 PUBLISHED_RUNS = 5
@@ -244,7 +244,7 @@ def load_records(runs_dirs: Iterable[str | os.PathLike]) -> tuple[list[dict], li
             rec.setdefault("backbone", {})
             rec["_path"] = str(path)
             key = _key(rec)
-            # The backbone folder name is the record's backbone name (benchmark.records.record_path).
+            # The backbone folder name is the record's backbone name (benchmark.runs.records.record_path).
             rec["_backbone"] = str(rec["backbone"].get("name") or path.parent.parent.name)
             records.setdefault(key, rec)
     return [records[k] for k in sorted(records)], problems

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from benchmark.weights import BackboneError
+from benchmark.backbones.weights import BackboneError
 
 # Prefixes that training frameworks put in front of all keys of a plain model.
 STRIP_PREFIXES = ("module.", "model.", "backbone.", "encoder.", "image_encoder.", "visual.", "net.")
@@ -66,7 +66,7 @@ class Conversion:
     ignored: dict[str, list[str]] = field(default_factory=dict)  # reason -> keys
     unmapped: list[str] = field(default_factory=list)  # image-encoder keys that fit no rule
     # "resnet": ``state`` has torchvision ResNet keys; "vit": timm VisionTransformer keys; "swin-hf":
-    # Hugging Face transformers SwinModel keys (benchmark.transformers_backbones builds the last two)
+    # Hugging Face transformers SwinModel keys (benchmark.backbones.transformer_models builds the last two)
     family: str = "resnet"
     hints: dict = field(default_factory=dict)  # what the keys cannot tell (heads, activation, LayerNorm eps)
 
@@ -428,7 +428,7 @@ def _convert_mmpretrain(state: Mapping[str, torch.Tensor], prefix: str) -> Conve
 
 # ----------------------------------------------------------------------------------------------------------
 # Transformers: plain ViTs are converted to timm's VisionTransformer keys (family "vit"), Swin keeps the
-# Hugging Face transformers SwinModel keys (family "swin-hf"); benchmark.transformers_backbones builds both.
+# Hugging Face transformers SwinModel keys (family "swin-hf"); benchmark.backbones.transformer_models builds both.
 
 # timm/models/vision_transformer.py (huggingface/pytorch-image-models): VisionTransformer's own keys
 VIT_KEY = re.compile(

@@ -1,6 +1,6 @@
-"""Sweeps spread over processes: N local workers pulling runs, or Slurm job arrays (``benchmark.slurm``).
+"""Sweeps spread over processes: N local workers pulling runs, or Slurm job arrays (``benchmark.executors.slurm``).
 
-A sweep is the protocol of :func:`benchmark.run.evaluate` (per task: the learning-rate search, then the
+A sweep is the protocol of :func:`benchmark.runs.evaluate` (per task: the learning-rate search, then the
 final seeds at the chosen value), seen as a set of run keys whose records live in one file each. The file
 system is the only shared state, so workers never talk to each other and any of them (or the whole sweep)
 may die at any point:
@@ -8,7 +8,7 @@ may die at any point:
 - a run is *settled* when its record says ``ok``, or when it failed during this sweep (a failed record from
   an earlier sweep is retried, as ``evaluate`` does);
 - a worker takes a run only after creating its claim file ``OUT/claims/<key>.claim`` with ``O_EXCL``
-  (:mod:`benchmark.claims`), so no two workers run the same key; claims of dead workers are taken over;
+  (:mod:`benchmark.runs.claims`), so no two workers run the same key; claims of dead workers are taken over;
 - the final runs of a task become ready only when all its search runs are settled; their learning rate
   (and so their keys) come from the search records, exactly as in ``evaluate``.
 
@@ -27,11 +27,11 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from benchmark import run as run_mod
+from benchmark import runs as run_mod
 from benchmark.backbones import BackboneInfo, parse_spec
-from benchmark.claims import CLAIMS_DIR, claim_path, is_stale, try_claim
-from benchmark.records import read_record
-from benchmark.run import PlannedRun, RunOptions, check_dataset_prepared, choose_lr, plan_run
+from benchmark.runs import PlannedRun, RunOptions, check_dataset_prepared, choose_lr, plan_run
+from benchmark.runs.claims import CLAIMS_DIR, claim_path, is_stale, try_claim
+from benchmark.runs.records import read_record
 from tasks.datasets import get_dataset
 from tasks.registry import TaskSpec
 
@@ -40,7 +40,7 @@ from tasks.registry import TaskSpec
 class Sweep:
     """Everything that defines a sweep (picklable: it is sent to worker processes and Slurm jobs).
 
-    The arguments are those of :func:`benchmark.run.evaluate`.
+    The arguments are those of :func:`benchmark.runs.evaluate`.
     """
 
     backbone_spec: str

@@ -11,7 +11,7 @@
   images are replaced by their cached features, looked up by image id; C0 (the input image, used by the
   U-Net) is not cached but taken from the normalised image as the backbone would;
 - :class:`FeatureCacheHook` (``before_run``) gets or builds the cache entries of the train, val and test
-  subsets (:mod:`benchmark.feature_cache`) and connects them to the preprocessor.
+  subsets (:mod:`benchmark.runs.feature_store`) and connects them to the preprocessor.
 
 Datasets, pipelines, heads, losses, loops, metrics, hooks and checkpoints stay those of the uncached run.
 Only frozen tasks qualify: their encoder is in eval mode with fixed weights and the protocol has no
@@ -40,7 +40,7 @@ from mmengine.runner.amp import autocast
 from PIL import Image
 
 from benchmark.backbones import CXRBackbone
-from benchmark.feature_cache import FeatureStore, entry_key, file_sha256, human_bytes
+from benchmark.runs.feature_store import FeatureStore, entry_key, file_sha256, human_bytes
 
 SUBSETS = ("train", "val", "test")
 
@@ -199,7 +199,7 @@ class FeatureCacheHook(Hook):
     """Gets or builds the cache entries of the run's three subsets before the run; records what it did.
 
     Args:
-        root: the cache folder (see :mod:`benchmark.feature_cache`).
+        root: the cache folder (see :mod:`benchmark.runs.feature_store`).
         dtype: storage dtype (``float16``: half the memory of float32; results agree to ~1e-3).
         amp: features computed under autocast, as a mixed-precision run would compute them.
         batch_size: images per encoder pass while building.

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import torch
 
-from benchmark import formats as fmts
 from benchmark.backbones import (
     ARCHS,
     KNOWN_FILES,
@@ -23,8 +22,9 @@ from benchmark.backbones import (
     sha256_file,
     validate_state,
 )
-from benchmark.pyramid import plan_levels
-from benchmark.weights import load_weights
+from benchmark.backbones import formats as fmts
+from benchmark.backbones.levels import plan_levels
+from benchmark.backbones.weights import load_weights
 
 
 def catalog() -> dict:
@@ -119,7 +119,7 @@ def inspect_weights(path: str | os.PathLike, format: str | None = None) -> dict:
     if format and format.startswith("timm:"):
         timm_name, format = format[len("timm:") :], None
     if path.is_dir():
-        from benchmark.timm_backbones import read_hf_architecture, resolve_weights_path
+        from benchmark.backbones.timm_models import read_hf_architecture, resolve_weights_path
 
         arch = read_hf_architecture(path)
         if arch and format is None:
@@ -142,7 +142,7 @@ def inspect_weights(path: str | os.PathLike, format: str | None = None) -> dict:
     }
     report["provenance"] = read_export_sidecar(path, report["sha256"])
     if timm_name is not None:
-        from benchmark import timm_backbones as tb
+        from benchmark.backbones import timm_models as tb
 
         base, _ = tb.split_name(timm_name)
         conv = tb.check_state(base, loaded.state, str(path))
@@ -232,7 +232,7 @@ def export_state(state: dict[str, torch.Tensor], out: str | os.PathLike, timm_ar
         raise BackboneError(f"--export writes safetensors: give a path ending in .safetensors, not {out}")
     try:  # the check evaluate makes when it reads the exported file
         if timm_arch is not None:
-            from benchmark import timm_backbones as tb
+            from benchmark.backbones import timm_models as tb
 
             tb.check_state(timm_arch, state, str(out))
         else:

@@ -1,16 +1,16 @@
 """The scaling options of ``cxrbench evaluate``: feature cache, torchrun / DDP, local workers, Slurm.
 
-Kept out of ``benchmark/cli.py`` so that the command line stays a thin face: this module adds the options,
+Kept out of ``benchmark/cli/__init__.py`` so that the command line stays a thin face: this module adds the options,
 checks their combinations, sets up the process group under torchrun and dispatches a sweep to an executor.
 
 - ``--no-feature-cache`` / ``--feature-cache DIR`` / ``--feature-cache-dtype``: frozen tasks train their
-  head on cached encoder features (:mod:`benchmark.feature_cache`), by default in
+  head on cached encoder features (:mod:`benchmark.runs.feature_store`), by default in
   ``$CXRBENCH_FEATURE_CACHE`` or ``OUT/feature_cache``.
 - ``--launcher pytorch``: under ``torchrun --nproc-per-node N -m benchmark.cli evaluate ...`` every run
   spans the N processes (DDP through mmengine; NCCL on GPUs, gloo on CPUs); the task's batch size is split
   over them and rank 0 writes the records.
-- ``--executor local --workers N``: N worker processes pull runs (:mod:`benchmark.sweep`).
-- ``--executor slurm``: job arrays through submitit (:mod:`benchmark.slurm`).
+- ``--executor local --workers N``: N worker processes pull runs (:mod:`benchmark.executors.local`).
+- ``--executor slurm``: job arrays through submitit (:mod:`benchmark.executors.slurm`).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import os
 import sys
 from pathlib import Path
 
-from benchmark.feature_cache import default_root
+from benchmark.runs.feature_store import default_root
 
 
 def add_arguments(e: argparse.ArgumentParser) -> None:
@@ -143,7 +143,7 @@ def evaluate_scaled(args, tasks, seeds, options) -> tuple[list[dict], int]:
         The records in ``evaluate`` order, and how many runs of the sweep have none (workers or jobs that
         died; starting the same command again finishes them).
     """
-    from benchmark.sweep import Sweep, run_local
+    from benchmark.executors.local import Sweep, run_local
 
     sweep = Sweep(
         backbone_spec=args.backbone,
@@ -164,7 +164,7 @@ def evaluate_scaled(args, tasks, seeds, options) -> tuple[list[dict], int]:
             gpus = torch.cuda.device_count()
         records = run_local(sweep, args.workers, gpus=gpus)
         return records, sweep.total() - len(records)
-    from benchmark.slurm import SlurmSettings, run_slurm
+    from benchmark.executors.slurm import SlurmSettings, run_slurm
 
     settings = SlurmSettings(
         folder=str(Path(args.slurm_folder or Path(args.out) / "slurm").resolve()),

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmark.backbones import BackboneInfo, encoder_input, normalization_plan, parse_spec
-from benchmark.records import (
+from benchmark.runs.records import (
     CODE_VERSION,
     SCHEMA_VERSION,
     read_record,
@@ -54,7 +54,7 @@ class RunOptions:
     keep_checkpoints: bool = False
     verbose: bool = False
     progress: bool = True
-    # folder of the frozen-feature cache (benchmark/feature_cache.py); None: frozen tasks run the encoder
+    # folder of the frozen-feature cache (benchmark/runs/feature_store.py); None: frozen tasks run the encoder
     feature_cache: str | None = None
     feature_cache_dtype: str = "float16"
     launcher: str = "none"  # "pytorch": each run spans the processes torchrun started (DDP)
@@ -360,7 +360,7 @@ def record_identity(run: PlannedRun, status: str) -> dict:
     """The fields every record of a run starts with, whether it ran here or failed elsewhere (a Slurm job)."""
     return {
         "schema_version": SCHEMA_VERSION,
-        "code_version": CODE_VERSION,  # which metric definitions (see benchmark.records.metrics_as_published)
+        "code_version": CODE_VERSION,  # which metric definitions (see benchmark.runs.records.metrics_as_published)
         "key": run.key,
         "status": status,
         "task": run.task.id,
@@ -387,7 +387,7 @@ def existing_ok(run: PlannedRun) -> dict | None:
 
 
 def claim_or_record(run: PlannedRun, out_dir, echo=print, poll_s: float = 2.0):
-    """Before training ``run``, take its claim (:mod:`benchmark.claims`), waiting while another process (a
+    """Before training ``run``, take its claim (:mod:`benchmark.runs.claims`), waiting while another process (a
     second ``evaluate`` on the same output folder, a sweep worker, a Slurm job) holds it.
 
     Returns:
@@ -395,7 +395,7 @@ def claim_or_record(run: PlannedRun, out_dir, echo=print, poll_s: float = 2.0):
         one waited (ok or failed: it is not trained twice); else ``(claim, None)``: train the run, then
         release the claim.
     """
-    from benchmark.claims import claim_path, try_claim
+    from benchmark.runs.claims import claim_path, try_claim
 
     path = claim_path(out_dir, run.key)
     waited_since = None
@@ -597,7 +597,7 @@ def evaluate(
 
 def summarize(records: list[dict]) -> list[dict]:
     """Per task, over the final runs that succeeded: n, mean, population std, 95 % t-interval (in %)."""
-    from benchmark import stats
+    from benchmark.leaderboard import stats
 
     rows = []
     by_task: dict[str, list[dict]] = {}

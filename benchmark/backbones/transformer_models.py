@@ -1,11 +1,11 @@
 """Transformer encoders of released checkpoints: plain ViTs (timm) and Swin (Hugging Face transformers).
 
-:mod:`benchmark.formats` converts a checkpoint's image encoder to one of two layouts; this module infers the
+:mod:`benchmark.backbones.formats` converts a checkpoint's image encoder to one of two layouts; this module infers the
 architecture from the converted keys (plus the hints a format or folder gives) and builds it:
 
 - family ``vit`` - timm's ``VisionTransformer`` (timm/models/vision_transformer.py). The level it delivers is
   the LAST block's patch tokens after the encoder's final LayerNorm (``forward_features``; the class token is
-  dropped), reshaped to a map at the patch size's stride (14, 16 or 32). :mod:`benchmark.pyramid` resamples
+  dropped), reshaped to a map at the patch size's stride (14, 16 or 32). :mod:`benchmark.backbones.levels` resamples
   that one map to C2..C5 without parameters. The model is built with ``dynamic_img_size=True``: when the
   input's patch grid differs from the training grid, timm's ``resample_abs_pos_embed`` interpolates the
   position embeddings (bicubic, ``antialias=True``, class-token embedding kept) at every forward; at the
@@ -31,7 +31,7 @@ from functools import partial
 import torch
 from torch import nn
 
-from benchmark.weights import BackboneError
+from benchmark.backbones.weights import BackboneError
 
 HEAD_DIM = 64
 TOKENS = "last block's patch tokens after the final LayerNorm (class token dropped)"
@@ -222,7 +222,7 @@ class SwinFeatures(nn.Module):
         self.model = SwinModel(hf, add_pooling_layer=False)
         self.config = dict(c)
         if state is not None:
-            from benchmark.formats import swin_to_new
+            from benchmark.backbones.formats import swin_to_new
 
             own = self.model.state_dict()
             if "encoder.layers.0.blocks.0.attention.self.query.weight" not in own:  # transformers >= 5 names

@@ -12,7 +12,7 @@ delivered at stride ``2**k``:
   deconvolution there).
 
 A plain ViT has a single native map, its last block's tokens at the patch size's stride (14, 16 or 32, see
-:mod:`benchmark.transformers_backbones`): with patch 16, C4 is native, C2 / C3 are upsampled and C5 is pooled;
+:mod:`benchmark.backbones.transformer_models`): with patch 16, C4 is native, C2 / C3 are upsampled and C5 is pooled;
 with patch 14 every level is resampled (C2 / C3 upsampled, C4 / C5 adaptively max-pooled); with patch 32, C5
 is native and C2..C4 are upsampled.
 

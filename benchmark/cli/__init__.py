@@ -178,7 +178,7 @@ def _cmd_prepare(args) -> int:
 
 def _cmd_evaluate(args) -> int:
     from benchmark.backbones import BackboneError
-    from benchmark.run import RunOptions, default_num_workers, evaluate
+    from benchmark.runs import RunOptions, default_num_workers, evaluate
     from tasks.custom import resolve_tasks
     from tasks.errors import DatasetError
     from tasks.prepare import prepare
@@ -203,7 +203,7 @@ def _cmd_evaluate(args) -> int:
     if args.seeds < 1:
         print("error: --seeds must be >= 1", file=sys.stderr)
         return 2
-    from benchmark.scale import evaluate_scaled, launcher_setup
+    from benchmark.executors.scale import evaluate_scaled, launcher_setup
 
     problem = launcher_setup(args)
     if problem:
@@ -248,7 +248,7 @@ def _cmd_evaluate(args) -> int:
         return 2
     if args.rank == 0:
         if not args.no_feature_cache:
-            from benchmark.feature_cache import FeatureStore, human_bytes
+            from benchmark.runs.feature_store import FeatureStore, human_bytes
 
             total = FeatureStore(args.feature_cache_dir).total_bytes()
             if total:
@@ -261,7 +261,7 @@ def _cmd_evaluate(args) -> int:
 
 def print_summary(records: list[dict], out: Path) -> None:
     """Console table: per task, mean / population std / 95 % CI of the final runs, in %."""
-    from benchmark.run import summarize
+    from benchmark.runs import summarize
 
     failed = [r for r in records if r["status"] != "ok"]
     print(f"\n{len(records) - len(failed)} run(s) ok, {len(failed)} failed; records under {out / 'runs'}")
@@ -307,7 +307,7 @@ def _cmd_leaderboard(args) -> int:
 
 
 def _cmd_backbones(args) -> int:
-    from benchmark.catalog import catalog, format_catalog
+    from benchmark.backbones.catalog import catalog, format_catalog
 
     cat = catalog()
     print(json.dumps(cat, indent=2) if args.json else format_catalog(cat))
@@ -316,7 +316,7 @@ def _cmd_backbones(args) -> int:
 
 def _cmd_inspect(args) -> int:
     from benchmark.backbones import BackboneError
-    from benchmark.catalog import export_state, format_report, inspect_weights
+    from benchmark.backbones.catalog import export_state, format_report, inspect_weights
 
     try:
         report = inspect_weights(args.file, args.format)
@@ -362,7 +362,7 @@ def _cmd_demo(args) -> int:
         tasks=args.tasks,
         unet_widths=args.unet_widths,
     )
-    from benchmark.weights import BackboneError
+    from benchmark.backbones.weights import BackboneError
     from tasks.errors import DatasetError
 
     try:
@@ -527,7 +527,7 @@ def _cmd_ablate(args) -> int:
     from dataclasses import replace
 
     from benchmark.ablate import ablate, format_comparison
-    from benchmark.run import RunOptions, default_num_workers
+    from benchmark.runs import RunOptions, default_num_workers
     from pretrain.config import PRESETS
     from pretrain.runs import build_config, load_pairs
     from pretrain.train import pretrain
@@ -852,7 +852,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--keep-checkpoints", action="store_true", help="keep the .pth files of each run")
     e.add_argument("--verbose", action="store_true", help="mmengine's INFO log on the console")
     e.add_argument("--quiet", action="store_true", help="no progress bars")
-    from benchmark.scale import add_arguments
+    from benchmark.executors.scale import add_arguments
 
     add_arguments(e)
     e.set_defaults(func=_cmd_evaluate)
@@ -1026,7 +1026,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if getattr(args, "executor", None) == "slurm":
-        # the device is the jobs' business, not the submitting (login) node's; see benchmark/scale.py
+        # the device is the jobs' business, not the submitting (login) node's; see benchmark/executors/scale.py
         return int(args.func(args) or 0)
     if getattr(args, "device", "unset") is None or getattr(args, "device", None) == "cuda":
         import torch
@@ -1041,7 +1041,7 @@ def main(argv: list[str] | None = None) -> int:
         os.environ["CUDA_VISIBLE_DEVICES"] = ""  # mmengine puts models on CUDA whenever it sees a device
     code = int(args.func(args) or 0)
     if getattr(args, "launcher", None) == "pytorch":
-        from benchmark.scale import finish_distributed
+        from benchmark.executors.scale import finish_distributed
 
         finish_distributed()  # all ranks leave together (on an exception, atexit destroys without waiting)
     return code

@@ -99,7 +99,7 @@ def versions() -> dict[str, str]:
     import torchvision
 
     import benchmark
-    from benchmark.mmcv_ops import active_provider
+    from benchmark.openmmlab.nms import active_provider
 
     return {
         "cxrbench": benchmark.__version__,

@@ -3,7 +3,7 @@
 A frozen task (encoder weights and BatchNorm statistics fixed, no augmentation in the protocol) sees the
 same features for an image in every epoch, every learning-rate trial and every seed of a file or ImageNet
 backbone; only the head trains. So the features are computed once per *entry* and the head is trained on
-them (``benchmark/openmmlab/feature_cache.py`` plugs the store into the mmengine Runner).
+them (``benchmark/openmmlab/feature_cache_hook.py`` plugs the store into the mmengine Runner).
 
 An entry is keyed by everything that determines the features (:func:`entry_key`): the digest of the
 encoder's actual weights and BatchNorm buffers (so a random-init backbone, whose weights depend on the
@@ -22,7 +22,7 @@ An entry is written into a temporary folder ``ROOT/.tmp-<key>-<pid>-<n>/`` and r
 when complete, so a reader never sees a half-written entry; a process killed while building leaves only a
 temporary folder, which is removed by the next build of the same key. Two processes that need the same
 entry at once (parallel sweep workers, DDP ranks) do not both compute it: one holds the build claim
-(``ROOT/<key>.lock``, see :mod:`benchmark.claims`), the other waits for the entry to appear.
+(``ROOT/<key>.lock``, see :mod:`benchmark.runs.claims`), the other waits for the entry to appear.
 
 The default root is ``$CXRBENCH_FEATURE_CACHE`` if set, else ``OUT/feature_cache`` under the output folder
 of ``cxrbench evaluate``.
@@ -41,7 +41,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmark.claims import try_claim
+from benchmark.runs.claims import try_claim
 from tasks.io import write_json_atomic
 
 CACHE_FORMAT = 2  # 2: features are the backbone's levels (its input convention and resolution applied)
