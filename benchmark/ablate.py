@@ -147,7 +147,7 @@ def joined_plot(joined: list[dict]) -> bytes:
     preset (PNG bytes; empty panels for numbers a preset has not)."""
     from matplotlib.figure import Figure
 
-    from benchmark.leaderboard import _png
+    from benchmark.leaderboard.plots import png_bytes
 
     keys = [k for k in JOINED_ANALYSIS if any(k in r for r in joined)]
     keys += [k for k in _columns(joined) if k.startswith("test:")]
@@ -170,7 +170,7 @@ def joined_plot(joined: list[dict]) -> bytes:
     for ax in axes[len(keys) :]:
         ax.set_visible(False)
     fig.suptitle("Loss ablation: local alignment / per-sample uniformity (lower = better) and test metric", fontsize=8)
-    return _png(fig)
+    return png_bytes(fig)
 
 
 def ablate(
