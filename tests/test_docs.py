@@ -1,7 +1,7 @@
 """Does the documentation hold together? The README is a front page of at most 250 lines that starts with the two
 commands CI runs and links every page of docs/; every link between README.md, docs/*.md and results/README.md
 (file and #anchor) resolves; every `cxrbench` subcommand of the CLI parser has a section with an example in
-docs/commands.md."""
+docs/commands.md, and every option of every subcommand is named in the docs."""
 
 from __future__ import annotations
 
@@ -108,13 +108,13 @@ def test_readme_is_a_front_page():
     assert DOCS and not [p.name for p in DOCS if p.resolve() not in linked], "a docs/ page the README never links"
 
 
-def _subcommands() -> list[str]:
+def _subparsers() -> dict[str, argparse.ArgumentParser]:
+    """The `cxrbench` subcommands, from the CLI's own parser."""
     from benchmark.cli import build_parser
 
-    parser = build_parser()
-    groups = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    groups = [a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)]
     assert len(groups) == 1
-    return list(groups[0].choices)
+    return dict(groups[0].choices)
 
 
 def test_every_command_is_documented_with_an_example():
@@ -122,9 +122,22 @@ def test_every_command_is_documented_with_an_example():
     prose, code_lines = _split(text)
     headings = [m.group(2) for line in prose if (m := HEADING.match(line))]
     code = "\n".join(code_lines)
-    commands = _subcommands()
+    commands = list(_subparsers())
     assert {"evaluate", "leaderboard", "pretrain"} <= set(commands)
     missing = [c for c in commands if not any(h.startswith(f"`cxrbench {c}") for h in headings)]
     assert not missing, f"docs/commands.md has no section for: {missing}"
     no_example = [c for c in commands if not re.search(rf"^(?:\S+=\S+ )*cxrbench {c}\b", code, re.M)]
     assert not no_example, f"docs/commands.md has no example of: {no_example}"
+
+
+def test_every_option_is_documented():
+    """Every option of every subcommand is named somewhere in the README or docs/."""
+    text = "\n".join(p.read_text() for p in [ROOT / "README.md", *DOCS])
+    missing = [
+        f"{name} {opt}"
+        for name, parser in _subparsers().items()
+        for action in parser._actions
+        for opt in action.option_strings
+        if opt.startswith("--") and opt != "--help" and not re.search(re.escape(opt) + r"(?![\w-])", text)
+    ]
+    assert not missing, f"options named nowhere in README.md or docs/: {missing}"
