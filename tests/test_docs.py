@@ -141,3 +141,22 @@ def test_every_option_is_documented():
         if opt.startswith("--") and opt != "--help" and not re.search(re.escape(opt) + r"(?![\w-])", text)
     ]
     assert not missing, f"options named nowhere in README.md or docs/: {missing}"
+
+
+REPO_PATH = re.compile(r"`((?:tasks|benchmark|bench|cxrcore|pretrain|scripts|tests|results|docs)/[^`\s<>*]*)`")
+
+
+def test_named_repository_paths_exist():
+    """A module, script or test named in prose (`benchmark/openmmlab/runner.py`, `tests/...`) exists: a file
+    that moved leaves no stale path in the docs."""
+    # The tests moved into folders mirroring the packages in the same step as this check (issue 13); until
+    # that move is in the tree the docs name test paths that are not there yet.
+    tests_moved = (ROOT / "tests" / "runs").is_dir()
+    stale = [
+        f"{page.relative_to(ROOT)}: {path}"
+        for page in PAGES
+        for line in _prose(page.read_text())
+        for path in REPO_PATH.findall(line)
+        if (tests_moved or not path.startswith("tests/")) and not (ROOT / path).exists()
+    ]
+    assert not stale, f"paths named in the docs that do not exist: {stale}"
