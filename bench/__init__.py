@@ -1,1 +1,1 @@
-"""Performance measurements that print ratios measured side by side (see bench/README.md)."""
+"""Performance measurements that print ratios measured side by side (docs/scale.md, "Measured (bench/)")."""

@@ -34,7 +34,7 @@ def settings(config: str, tasks: str = "all"):
 
     if config == "now":
         return DemoSettings(tasks=tasks)
-    if config == "before":  # the demo of 2026-11-28 (README: 6.3 min on the CI machine)
+    if config == "before":  # the demo of 2026-11-28 (docs/demo.md: 6.3 min on the CI machine)
         return DemoSettings(
             size=128,
             epochs=15,

@@ -9,7 +9,7 @@ seed, same data, same initialisation), and prints per task the test metric of bo
 differences (LoVT - protocol, in points) and their mean and standard deviation. Frozen tasks train on cached
 features (minutes on 2 shared cores); ``--tasks`` also takes ``rsna_yolov3_finetune_100`` and
 ``nih_unet_finetune`` (NIH's data under a finetuned U-Net head, not a protocol task), which cost about 4 min
-per run at 64 px on 2 busy cores. The README's "Where cxrbench knowingly differs from LoVT's code" table
+per run at 64 px on 2 busy cores. docs/protocol.md's "Where cxrbench knowingly differs from LoVT's code" table
 quotes these numbers.
 """
 

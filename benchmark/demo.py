@@ -29,7 +29,7 @@ UNET_WIDTH_CHOICES = ("scaled", "protocol")
 
 @dataclass(frozen=True)
 class DemoSettings:
-    """The demo's short schedule and sizes (README "Quick start": what they cost and why these).
+    """The demo's short schedule and sizes (docs/demo.md: what they cost and why these).
 
     Attributes:
         size: image side of the prepared data (96: every convolution costs (96/224)^2 = 18 % of the

@@ -2,7 +2,7 @@
 # Build a wheelhouse for an offline GPU node: cxrbench's wheel and the wheels of its dependencies, except
 # torch / torchvision / triton / nvidia-* / cuda-* (the node's own torch build is used), for the node's
 # Python version and platform. Run it on a machine with access to PyPI, copy the folder to the node, then
-# install there without any network (see README, "Offline GPU nodes"):
+# install there without any network (see docs/scale.md, "Offline GPU nodes"):
 #   scripts/setup.sh --offline WHEELHOUSE --python /path/to/the/nodes/python3
 #
 # Usage: scripts/wheelhouse.sh [--out DIR] [--python-version X.Y] [--platform TAG]... [--have FILE] [--python PY]

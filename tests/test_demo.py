@@ -1,5 +1,5 @@
 """`cxrbench demo`: fakes -> prepare -> train -> untrained comparison -> leaderboard, and the finetuned
-tasks learn on the generated data (the full 18-task demo is measured in the README)."""
+tasks learn on the generated data (the full 18-task demo is measured in docs/demo.md)."""
 
 from __future__ import annotations
 
