@@ -154,21 +154,14 @@ def add_scale_arguments(e: argparse.ArgumentParser) -> None:
 def cmd_evaluate(args) -> int:
     from benchmark.backbones import BackboneError
     from benchmark.runs import RunOptions, default_num_workers, evaluate
-    from tasks.custom import resolve_tasks
+    from tasks.custom import prepare_task_files, resolve_tasks
     from tasks.errors import DatasetError
-    from tasks.prepare import prepare
 
     try:
         tasks, custom = resolve_tasks(args.tasks)
         if args.size is not None:
             tasks = [dataclasses.replace(t, size=args.size) for t in tasks]
-        for c in custom:  # task files are prepared like built-in datasets (resumable: a second call is quick)
-            size = c.spec.size if args.size is None else args.size
-            report = prepare(c.dataset, None, args.data, size=size, workers=2, progress=not args.quiet)
-            for f in report.failures:
-                print(f"warning: {c.path.name}: {f}", file=sys.stderr)
-            if not report.manifest["subsets"].get("train"):
-                raise DatasetError(f"{c.path}: no usable training images after preparation")
+        prepare_task_files(custom, args.data, size=args.size, progress=not args.quiet)
     except KeyError as e:
         print(f"error: {e.args[0]}", file=sys.stderr)
         return 2
