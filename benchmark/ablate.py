@@ -191,10 +191,11 @@ def ablate(
 
     Args:
         presets: preset names.
-        pretrain_one: preset -> path of its exported backbone (the CLI passes a function that runs
-            ``pretrain``; this module does not import the pretraining package).
+        pretrain_one: preset -> path of its exported backbone (the CLI passes
+            :func:`pretrain.runs.preset_runs`; this module does not import the pretraining package).
         tasks: the benchmark tasks (their prepared datasets are checked before pretraining starts).
-        analyze_one: preset -> its flat analysis numbers (the CLI runs ``cxrbench analyze`` on the run);
+        analyze_one: preset -> its flat analysis numbers (the CLI runs ``cxrbench analyze`` on the run:
+            :func:`pretrain.analysis.analyze_backbone`);
             joined with the test metrics into OUT/ablation-joined.{csv,md,png}.
 
     Returns:
@@ -248,3 +249,20 @@ def ablate(
     if failures:
         write_text_atomic(out_dir / "ablation-failures.txt", "\n\n".join(failures))
     return records, rows, joined
+
+
+def write_ablation_leaderboard(
+    records: dict[str, list[dict]], presets: list[str], out_dir, *, seeds: int, plots: bool
+):
+    """The presets side by side in OUT/leaderboard (from OUT/eval), with significance against the first preset.
+
+    Returns:
+        The :func:`benchmark.leaderboard.write_leaderboard` result; raises its ``LeaderboardError``.
+    """
+    from benchmark.leaderboard import write_leaderboard
+
+    out_dir = Path(out_dir)
+    baseline = next((r["backbone"]["name"] for r in records.get(presets[0], []) if r.get("backbone")), None)
+    return write_leaderboard(
+        [out_dir / "eval"], out_dir / "leaderboard", seeds=seeds, baseline=baseline, plots=plots
+    )

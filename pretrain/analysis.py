@@ -280,3 +280,82 @@ def format_report(result: dict, title: str = "") -> str:
             lines.append(f"  {space}: {loc[space]['note']}")
     lines += [f"  {k}: {v}" for k, v in SPACES.items() if k in loc]
     return "\n".join(lines)
+
+
+# ---------------------------------------------------------------- measuring a run or an encoder on pairs
+
+
+def analyze_backbone(
+    backbone: str,
+    data,
+    *,
+    build_encoder: Callable | None = None,
+    split: str = "validate",
+    image_only: bool = False,
+    image_size: int | None = None,
+    batch_size: int = 32,
+    device: str | torch.device = "cpu",
+    max_samples: int = 512,
+) -> tuple[dict, str]:
+    """What ``cxrbench analyze`` measures: a pretraining run (both modalities, :func:`analyze_model`) or any
+    image encoder (image side, :func:`analyze_image_features`) on the pairs of ``split`` (all pairs when it
+    has none).
+
+    Args:
+        backbone: a pretraining run folder, its ``backbone.safetensors`` or a checkpoint ``OUT/work/*.pth``;
+            with ``image_only`` or when it is no run, any backbone spec ``build_encoder`` accepts (a run
+            folder stands for its ``backbone.safetensors``).
+        data: the :class:`pretrain.runs.DataOptions` of the pairs (synthetic pairs are generated in a
+            temporary folder).
+        build_encoder: spec -> ``(encoder, info)`` with ``info.name`` and an encoder that returns its feature
+            levels, the last (index 5) its final feature map - the benchmark's ``build_encoder`` (this package
+            does not import the benchmark); needed for plain encoders only.
+        image_size: plain encoders' input side (default: the sidecar's, else 224).
+
+    Returns:
+        ``(result, title)`` for :func:`format_report`.
+    """
+    import json
+    import sys
+    import tempfile
+    from pathlib import Path
+
+    from pretrain.data.dataset import PairCollator, PairDataset, image_statistics
+    from pretrain.runs import load_pairs
+    from pretrain.train import find_run, load_run
+
+    run = None if image_only else find_run(backbone)
+    with tempfile.TemporaryDirectory(prefix="cxrbench-analyze-") as tmp:
+        pairs, _ = load_pairs(data, tmp, with_text_model=False)
+        records = pairs.split(split) or pairs.records
+        if not pairs.split(split):
+            print(f"note: no '{split}' pairs; analysing all {len(records)} pairs", file=sys.stderr)
+        if run is not None:
+            given = Path(backbone)
+            net, tokenizer, cfg, norm = load_run(run, given if given.suffix == ".pth" else None)
+            ds = PairDataset(records, norm["image_size"], norm["mean"], norm["std"], None, cfg.sentences)
+            loader = torch.utils.data.DataLoader(
+                ds, batch_size=batch_size, collate_fn=PairCollator(tokenizer, cfg.model.max_tokens)
+            )
+            result = analyze_model(net, loader, device, max_samples)
+            return result, f"{run} (preset {cfg.preset}, both modalities)"
+        spec = backbone
+        if Path(spec).is_dir() and (Path(spec) / "backbone.safetensors").is_file():
+            spec = str(Path(spec) / "backbone.safetensors")  # a run folder with --image-only
+        encoder, info = build_encoder(spec)
+        sidecar = Path(spec).with_suffix(".json")
+        norm = json.loads(sidecar.read_text()).get("normalization") if sidecar.is_file() else None
+        size = image_size or (norm or {}).get("image_size", 224)
+        if norm is None:
+            mean, std = image_statistics(records, size)
+        else:
+            mean, std = norm["mean"], norm["std"]
+        ds = PairDataset(records, size, mean, std)
+        loader = torch.utils.data.DataLoader(
+            ds, batch_size=batch_size, collate_fn=lambda b: torch.stack([x["image"] for x in b])
+        )
+        encoder = encoder.to(device).eval()
+        result = analyze_image_features(
+            lambda x: encoder(x.expand(-1, 3, -1, -1))[5], loader, device, max_samples
+        )
+        return result, f"{info.name} (image side)"

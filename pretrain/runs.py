@@ -15,6 +15,7 @@ Every option given explicitly overrides the defaults of either set.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -41,6 +42,20 @@ class DataOptions:
                 "give exactly one data source: --data MIMIC_DIR, --manifest FILE or --synthetic"
             )
 
+    @classmethod
+    def from_args(cls, args) -> DataOptions:
+        """From the parsed data options of ``pretrain`` / ``analyze`` / ``ablate`` (``--data``, ``--reports``,
+        ``--manifest``, ``--synthetic*``, ``--seed``)."""
+        return cls(
+            mimic=args.data,
+            reports=args.reports,
+            manifest=args.manifest,
+            synthetic=args.synthetic,
+            synthetic_n=args.synthetic_n,
+            synthetic_size=args.synthetic_size,
+            seed=args.seed,
+        )
+
 
 @dataclass(frozen=True)
 class RunOptions:
@@ -65,6 +80,43 @@ class RunOptions:
     workers: int = 0
     amp: bool = False
     seed: int = 0
+
+    @classmethod
+    def from_args(cls, args, preset: str) -> RunOptions:
+        """From the parsed training options of ``pretrain`` / ``ablate``, for ``preset``."""
+        from pretrain.config import parse_weight_overrides
+
+        return cls(
+            preset=preset,
+            epochs=args.epochs,
+            batch_size=args.batch_size,
+            accumulate=args.accumulate,
+            lr=args.lr,
+            weight_decay=args.weight_decay,
+            warmup_iters=args.warmup_iters,
+            patience=args.patience,
+            image_arch=args.image_arch,
+            image_init=args.image_init,
+            image_size=args.image_size,
+            text_model=args.text_model,
+            text_frozen_layers=args.text_frozen_layers,
+            weights=parse_weight_overrides(args.weight),
+            augment=args.augment,
+            hflip=args.hflip,
+            workers=args.workers,
+            amp=args.amp,
+            seed=args.seed,
+        )
+
+
+def user_errors() -> tuple[type[Exception], ...]:
+    """The errors of a pretraining command that are the user's to fix (bad data, options, missing models):
+    the command line reports them as ``error: ...`` with exit code 2."""
+    from pretrain.model import ImageWeightsUnavailableError
+    from pretrain.text import TextModelUnavailableError
+    from pretrain.train import PretrainError
+
+    return (PairDataError, PretrainError, TextModelUnavailableError, ImageWeightsUnavailableError, ValueError)
 
 
 def load_pairs(
@@ -158,3 +210,29 @@ def build_config(
         train=train,
         augment=AugmentConfig(enabled=augment, hflip_p=hflip),
     )
+
+
+def preset_runs(
+    data: DataOptions,
+    options: RunOptions,
+    out_dir: str | os.PathLike,
+    *,
+    launcher: str = "none",
+    progress: bool = True,
+) -> Callable[[str], Path]:
+    """The pretraining of a loss ablation: a function preset -> its exported backbone, which pretrains (or
+    resumes / reuses) ``OUT/pretrain/<preset>`` with ``options`` but the preset. The pairs are read once, on
+    the first call (after the caller's own checks), for all presets."""
+    from pretrain.train import pretrain
+
+    out = Path(out_dir)
+    loaded: dict = {}
+
+    def pretrain_one(preset: str) -> Path:
+        if not loaded:  # read the pairs once, after the task check, for all presets
+            loaded["pairs"], loaded["text_model"] = load_pairs(data, out)
+        cfg = build_config(replace(options, preset=preset), data.synthetic, loaded["text_model"])
+        run = pretrain(cfg, loaded["pairs"], out / "pretrain" / preset, launcher=launcher, progress=progress)
+        return run.backbone
+
+    return pretrain_one

@@ -36,6 +36,7 @@ import math
 import os
 import re
 import reprlib
+import sys
 from dataclasses import dataclass, fields
 from pathlib import Path
 
@@ -632,3 +633,27 @@ def resolve_tasks(selector: str) -> tuple[list[TaskSpec], list[CustomTask]]:
             builtin.append(part)
     flush()
     return specs, custom
+
+
+def prepare_task_files(
+    custom: list[CustomTask], data_root: str | os.PathLike, size: int | None = None, progress: bool = True
+) -> None:
+    """Prepare the datasets of task files under ``data_root`` like built-in datasets (resumable: a second call
+    is quick), before they are evaluated; inputs that cannot be used are warned about on stderr.
+
+    Args:
+        size: the image side instead of each task file's.
+
+    Raises:
+        DatasetError: a task file has no usable training image after preparation.
+    """
+    from tasks.errors import DatasetError
+    from tasks.prepare import prepare
+
+    for c in custom:
+        size_c = c.spec.size if size is None else size
+        report = prepare(c.dataset, None, data_root, size=size_c, workers=2, progress=progress)
+        for f in report.failures:
+            print(f"warning: {c.path.name}: {f}", file=sys.stderr)
+        if not report.manifest["subsets"].get("train"):
+            raise DatasetError(f"{c.path}: no usable training images after preparation")

@@ -1,7 +1,8 @@
 """The scaling options of ``cxrbench evaluate``: feature cache, torchrun / DDP, local workers, Slurm.
 
-Kept out of ``benchmark/cli/__init__.py`` so that the command line stays a thin face: this module adds the options,
-checks their combinations, sets up the process group under torchrun and dispatches a sweep to an executor.
+Kept out of the command line so that it stays a thin face (the options are declared in
+:mod:`benchmark.cli.evaluate`): this module checks their combinations, sets up the process group under
+torchrun and dispatches a sweep to an executor.
 
 - ``--no-feature-cache`` / ``--feature-cache DIR`` / ``--feature-cache-dtype``: frozen tasks train their
   head on cached encoder features (:mod:`benchmark.runs.feature_store`), by default in
@@ -15,78 +16,12 @@ checks their combinations, sets up the process group under torchrun and dispatch
 
 from __future__ import annotations
 
-import argparse
 import atexit
 import os
 import sys
 from pathlib import Path
 
 from benchmark.runs.feature_store import default_root
-
-
-def add_arguments(e: argparse.ArgumentParser) -> None:
-    c = e.add_argument_group("feature cache (frozen tasks)")
-    c.add_argument(
-        "--no-feature-cache",
-        action="store_true",
-        help="frozen tasks run the encoder on every batch instead of training on cached features",
-    )
-    c.add_argument(
-        "--feature-cache",
-        default=None,
-        metavar="DIR",
-        help="cache folder (default: $CXRBENCH_FEATURE_CACHE, else OUT/feature_cache)",
-    )
-    c.add_argument(
-        "--feature-cache-dtype",
-        choices=["float16", "float32"],
-        default="float16",
-        help="storage type of cached features (default float16: half the size; metrics agree to ~1e-3)",
-    )
-    x = e.add_argument_group("scaling out")
-    x.add_argument(
-        "--executor",
-        choices=["local", "slurm"],
-        default="local",
-        help="local: worker processes on this machine; slurm: job arrays through submitit",
-    )
-    x.add_argument(
-        "--workers", type=int, default=1, help="local executor: parallel worker processes pulling runs"
-    )
-    x.add_argument(
-        "--launcher",
-        choices=["none", "pytorch"],
-        default="none",
-        help="pytorch: each run spans the processes of `torchrun --nproc-per-node N -m benchmark.cli ...` (DDP)",
-    )
-    s = e.add_argument_group("slurm executor (one run per job, job arrays)")
-    s.add_argument("--slurm-partition", default=None)
-    s.add_argument(
-        "--slurm-time", type=int, default=240, metavar="MIN", help="time limit per job (default 240)"
-    )
-    s.add_argument(
-        "--slurm-gpus",
-        type=int,
-        default=1,
-        help="GPUs per job (default 1; 0: CPU jobs); a job runs one run on one GPU",
-    )
-    s.add_argument("--slurm-cpus", type=int, default=8, help="CPUs per job (default 8)")
-    s.add_argument("--slurm-mem", type=int, default=None, metavar="GB", help="memory per job")
-    s.add_argument("--slurm-account", default=None)
-    s.add_argument("--slurm-qos", default=None)
-    s.add_argument(
-        "--slurm-array-parallelism",
-        type=int,
-        default=64,
-        help="jobs of an array running at once (default 64)",
-    )
-    s.add_argument("--slurm-folder", default=None, help="submitit logs and pickles (default OUT/slurm)")
-    s.add_argument(
-        "--slurm-cluster",
-        choices=["slurm", "local", "debug"],
-        default="slurm",
-        help="local / debug: submitit runs the jobs on this machine (to try a sweep out)",
-    )
 
 
 def finish_distributed(wait: bool = True) -> None:
