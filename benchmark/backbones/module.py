@@ -16,7 +16,7 @@ from benchmark.backbones.resnet import (
     normalize_keys,
 )
 from benchmark.backbones.spec import BackboneInfo, resolve
-from benchmark.backbones.weights import check_and_load
+from benchmark.backbones.weights import check_and_load, read_once
 
 
 def build_encoder(spec: str | BackboneInfo) -> tuple[nn.Module, BackboneInfo]:
@@ -35,7 +35,8 @@ def build_encoder(spec: str | BackboneInfo) -> tuple[nn.Module, BackboneInfo]:
     model = ResNetFeatures(info.arch, r.num_stages)
     if info.tag == "imagenet":
         path = imagenet_weights_path(info.arch)
-        check_and_load(model, normalize_keys(load_state_dict_file(path)), str(path))
+        state = read_once(path, ("imagenet",), lambda: normalize_keys(load_state_dict_file(path)))
+        check_and_load(model, state, str(path))
     elif info.tag == "file":
         check_and_load(model, r.state, info.path)
     return model, info

@@ -20,7 +20,7 @@ from benchmark.backbones import formats as fmts
 from benchmark.backbones.errors import BackboneError, WeightsUnavailableError
 from benchmark.backbones.levels import plan_levels
 from benchmark.backbones.resnet import ARCHS, TAGS, ResNetFeatures, infer_arch, resnet_levels
-from benchmark.backbones.weights import check_and_load, load_weights, sha256_file
+from benchmark.backbones.weights import check_and_load, load_weights, read_once, sha256_file
 
 WEIGHT_SUFFIXES = (".pt", ".pth", ".safetensors", ".bin", ".ckpt")
 # Released files recognised by name inside a folder (e.g. a Hugging Face snapshot that also holds a text model).
@@ -230,14 +230,16 @@ def _resolve_timm(spec: str, rest: str, norm: str, load: bool, folder_arch: str 
     if not path.is_file():
         raise BackboneError(f"backbone weights file not found: {path} (from spec '{spec}')")
     # always checked, even when only parsing: a mismatch should stop a sweep before it trains anything
-    conv = tb.check_state(base, load_weights(path).state, str(path))
+    conv, sha256 = read_once(  # one read, check and hash of the file per process
+        path, ("timm", base), lambda: (tb.check_state(base, load_weights(path).state, str(path)), sha256_file(path))
+    )
     state = conv.state if load else None
     info = BackboneInfo(
         spec,
         f"timm:{base}",
         "file",
         str(path.resolve()),
-        sha256_file(path),
+        sha256,
         "timm",
         normalization=normalization,
         conversion=conv.summary(),
@@ -310,15 +312,21 @@ def _resolve_file(spec: str, path: Path, norm: str, fmt: str | None, arch: str |
         fmt = fmt or implied
     if not path.is_file():
         raise BackboneError(f"backbone weights file not found: {path} (from spec '{spec}')")
-    loaded = load_weights(path)
-    conv, arch, native, encoder = validate_state(loaded.state, str(path), fmt, arch, hints)
+
+    def read() -> tuple:  # the file's one read, conversion, check and hash per process (read_once)
+        loaded = load_weights(path)
+        checked = validate_state(loaded.state, str(path), fmt, arch, hints)
+        return loaded.container, loaded.placeholders, checked, sha256_file(path)
+
+    what = ("checked", fmt, arch, json.dumps(hints, sort_keys=True))
+    container, placeholders, checked, sha256 = read_once(path, what, read)
+    conv, arch, native, encoder = checked
     declared = fmts.get_format(conv.format).normalization
     if folder_norm is not None and declared is not None:  # the released folder's own preprocessing wins
         declared = fmts.InputNorm(declared.name, folder_norm.mean, folder_norm.std, folder_norm.source)
-    summary = conv.summary() | {"container": loaded.container}
-    if loaded.placeholders:
-        summary["not_loaded_objects"] = list(loaded.placeholders)
-    sha256 = sha256_file(path)
+    summary = conv.summary() | {"container": container}
+    if placeholders:
+        summary["not_loaded_objects"] = list(placeholders)
     info = BackboneInfo(
         spec,
         arch,

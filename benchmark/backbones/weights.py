@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from contextlib import contextmanager
+from typing import TypeVar
 
 import torch
 from torch import nn
@@ -25,6 +26,8 @@ from benchmark.backbones.errors import (  # noqa: F401  (BackboneError re-export
 from benchmark.backbones.formats import show_keys
 from cxrcore import weights as _core
 from cxrcore.weights import WRAPPER_KEYS, LoadedWeights  # noqa: F401  (re-exported)
+
+T = TypeVar("T")
 
 
 @contextmanager
@@ -92,3 +95,26 @@ def check_and_load(
             )
     if load:
         model.load_state_dict(state, strict=False)
+
+
+# What was computed from the last weights file read (converted tensors, sha256), per process: ``evaluate``
+# resolves its spec before planning (run keys, records), and every run's CXRBackbone resolves the same spec
+# again from the mmengine config, which holds the spec string (config dicts stay plain). Resolving an
+# unchanged file a second time costs a stat instead of a read, a conversion and a sha256.
+_LAST_READ: dict[tuple, object] = {}
+
+
+def read_once(path: str | os.PathLike, what: tuple, read: Callable[[], T]) -> T:
+    """``read()``, what ``what`` computes from the file at ``path``, computed once while the file is unchanged.
+
+    A file is unchanged while its device, inode, size, mtime and ctime are (rewriting or replacing it changes
+    them). Only the last file's result is kept, so the cache never holds more than one model's weights; a
+    failed ``read()`` keeps nothing. Callers must not modify what it returns.
+    """
+    st = os.stat(path)
+    key = (os.path.realpath(path), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, *what)
+    if key not in _LAST_READ:
+        value = read()
+        _LAST_READ.clear()
+        _LAST_READ[key] = value
+    return _LAST_READ[key]
