@@ -378,7 +378,8 @@ def read_export_sidecar(weights: Path, sha256: str) -> dict | None:
 
 
 def resolve(spec: str, load: bool = True) -> _Resolved:
-    """Resolve a spec; with ``load``, also read and convert its weights (one read of the file)."""
+    """Resolve a spec; with ``load``, also read and convert its weights (one read of the file per process while
+    it is unchanged: :func:`~benchmark.backbones.weights.read_once`)."""
     base, norm, res = _split_options(spec)
     r = _resolve_base(spec, base, norm, load)
     if res is not None:
