@@ -7,24 +7,22 @@ from pathlib import Path
 
 import torch
 
-from benchmark.backbones import (
-    ARCHS,
+from benchmark.backbones import formats as fmts
+from benchmark.backbones.errors import BackboneError
+from benchmark.backbones.levels import plan_levels
+from benchmark.backbones.resnet import ARCHS, TAGS
+from benchmark.backbones.spec import (
     KNOWN_FILES,
     NORM_CHOICES,
     SPEC_OPTIONS,
-    TAGS,
     WEIGHT_SUFFIXES,
-    BackboneError,
     _folder_hints,
     _folder_weights,
     converted_architecture,
     read_export_sidecar,
-    sha256_file,
     validate_state,
 )
-from benchmark.backbones import formats as fmts
-from benchmark.backbones.levels import plan_levels
-from benchmark.backbones.weights import load_weights
+from benchmark.backbones.weights import load_weights, sha256_file
 
 
 def catalog() -> dict:

@@ -17,19 +17,11 @@ from dataclasses import dataclass, field
 
 import torch
 
-from benchmark.backbones.weights import BackboneError
+from benchmark.backbones.errors import FormatError, UnmappedKeysError
 
 # Prefixes that training frameworks put in front of all keys of a plain model.
 STRIP_PREFIXES = ("module.", "model.", "backbone.", "encoder.", "image_encoder.", "visual.", "net.")
 TRUNK = re.compile(r"^(conv1|bn1|layer[1-4])\.")
-
-
-class FormatError(BackboneError):
-    """A weights file does not have the layout of the format it was given as (or of any known format)."""
-
-
-class UnmappedKeysError(FormatError):
-    """Keys of the image encoder that no rule maps or knowingly ignores."""
 
 
 @dataclass(frozen=True)

@@ -27,15 +27,12 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from benchmark.backbones.errors import BackboneKeyError, TimmError, WeightsFileError
 from benchmark.backbones.formats import Conversion, normalize_keys, show_keys
-from benchmark.backbones.weights import BackboneError, WeightsFileError, load_checkpoint, load_safetensors
+from benchmark.backbones.weights import load_checkpoint, load_safetensors
 from cxrcore.weights import _first_line
 
 HF_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "open_clip_pytorch_model.bin")
-
-
-class TimmError(BackboneError):
-    """A timm spec cannot be served."""
 
 
 def _timm():
@@ -140,8 +137,6 @@ def read_hf_architecture(folder: Path) -> str | None:
 
 def check_state(name: str, state: Mapping[str, torch.Tensor], source: str) -> Conversion:
     """Match a state dict to timm's key layout for ``name``: classifier dropped, every other key required."""
-    from benchmark.backbones import BackboneKeyError
-
     expected = {k: v.shape for k, v in _meta_model(name, num_classes=0).state_dict().items()}
     candidates = [dict(state), normalize_keys(state)]
     state = max(candidates, key=lambda s: len(expected.keys() & s.keys()))

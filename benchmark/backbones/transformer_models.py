@@ -31,17 +31,14 @@ from functools import partial
 import torch
 from torch import nn
 
-from benchmark.backbones.weights import BackboneError
+from benchmark.backbones.errors import BackboneError, TransformerConfigError
+from benchmark.backbones.weights import check_and_load
 
 HEAD_DIM = 64
 TOKENS = "last block's patch tokens after the final LayerNorm (class token dropped)"
 POS_EMBED = (
     "bicubic (timm resample_abs_pos_embed, antialias) from the training grid to the input's grid when they differ"
 )
-
-
-class TransformerConfigError(BackboneError):
-    """The converted keys do not describe a buildable transformer."""
 
 
 def _count(state: Mapping[str, torch.Tensor], pattern: str) -> int:
@@ -150,12 +147,6 @@ def native_levels(config: Mapping, resolution: int | None = None, protocol: int 
     return out
 
 
-def _strict_load(model: nn.Module, state: Mapping[str, torch.Tensor], source: str) -> None:
-    from benchmark.backbones import check_and_load
-
-    check_and_load(model, state, source)
-
-
 class ViTFeatures(nn.Module):
     """A timm VisionTransformer returning ``{0: input, k: token map}`` (see the module docstring)."""
 
@@ -185,7 +176,7 @@ class ViTFeatures(nn.Module):
             norm_layer=partial(nn.LayerNorm, eps=c["eps"]),
         )
         if state is not None:
-            _strict_load(self.model, state, source)
+            check_and_load(self.model, state, source)
         self.level = next(iter(native_levels(c)))
         self.native = native_levels(c)
 
@@ -228,7 +219,7 @@ class SwinFeatures(nn.Module):
             if "encoder.layers.0.blocks.0.attention.self.query.weight" not in own:  # transformers >= 5 names
                 state = {swin_to_new(k): v for k, v in state.items()}
             state = dict(state) | {k: v for k, v in own.items() if k.endswith("relative_position_index")}
-            _strict_load(self.model, state, source)
+            check_and_load(self.model, state, source)
         self.native = native_levels(c)
 
     def forward(self, x: torch.Tensor) -> dict[int, torch.Tensor]:
