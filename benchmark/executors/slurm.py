@@ -27,18 +27,9 @@ from pathlib import Path
 
 import submitit
 
-from benchmark.executors.local import (
-    Sweep,
-    claim_path,
-    collect,
-    final_runs,
-    mark_attempted,
-    run_claimed,
-    search_runs,
-    settled,
-)
 from benchmark.runs import PlannedRun, RunOptions, record_identity
-from benchmark.runs.claims import is_stale
+from benchmark.runs.claims import claim_path, is_stale
+from benchmark.runs.protocol import Sweep, collect, mark_attempted, run_claimed, scan, settled
 from benchmark.runs.records import write_record
 
 
@@ -202,23 +193,16 @@ def run_slurm(sweep: Sweep, settings: SlurmSettings, echo=print, poll_s: float =
         f"sweep {sweep_id}: {sweep.total()} run(s) of {len(sweep.tasks)} task(s) through submitit "
         f"({executor.cluster}); logs in {settings.folder}"
     )
-    first = []
-    for task in sweep.tasks:
-        first += (
-            search_runs(sweep, backbone, task)
-            if sweep.searching(task)
-            else final_runs(sweep, backbone, task, None)[0]
-        )
+    # stage 1: the runs that depend on nothing (the protocol walked as if no run were settled yet)
+    first = scan(sweep, backbone, lambda run: None).ready
     _run_stage(first, sweep, sweep_id, executor, echo, "stage 1 (lr search, fixed-lr tasks)", poll_s)
-    second = []
-    for task in sweep.tasks:
-        if sweep.searching(task):
-            search = search_runs(sweep, backbone, task)
-            runs, line = final_runs(
-                sweep, backbone, task, [settled(r, sweep.out_dir, sweep_id) for r in search]
-            )
-            echo(f"  {line}")
-            second += runs
+    # stage 2: the final runs at the learning rates the search chose
+    second = scan(
+        sweep,
+        backbone,
+        lambda run: settled(run, sweep.out_dir, sweep_id),
+        on_lr_line=lambda task_id, line: echo(f"  {line}"),
+    ).ready
     if second:
         _run_stage(second, sweep, sweep_id, executor, echo, "stage 2 (final seeds)", poll_s)
     return collect(sweep, sweep_id)
