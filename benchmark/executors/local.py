@@ -41,6 +41,7 @@ def work(
     total = sweep.total()
     executed = 0
     shown: set[str] = set()
+    waiting: dict[str, float] = {}  # key -> when we first found its claim held by another process
 
     def show_lr_line(task_id: str, line: str) -> None:
         if task_id not in shown:
@@ -52,7 +53,10 @@ def work(
             echo(f"[{worker}] the sweep process is gone; stopping")
             return executed
         state = scan(
-            sweep, backbone, lambda run: settled(run, sweep.out_dir, sweep_id), on_lr_line=show_lr_line
+            sweep,
+            backbone,
+            lambda run: settled(run, sweep.out_dir, sweep_id, waiting.get(run.key)),
+            on_lr_line=show_lr_line,
         )
         if state.left == 0:
             return executed
@@ -61,6 +65,7 @@ def work(
             started = time.time()
             record = run_claimed(run, sweep.out_dir, sweep.options, sweep_id, worker)
             if record is None:
+                waiting.setdefault(run.key, started)
                 continue
             executed += 1
             ran = True

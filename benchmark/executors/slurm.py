@@ -139,6 +139,7 @@ def _run_stage(
     runs: list[PlannedRun], sweep: Sweep, sweep_id: str, executor, echo, stage: str, poll_s: float
 ) -> None:
     """Submit the unsettled runs as one array, wait for the jobs and for runs held by earlier jobs."""
+    since = time.time()
     todo, held = [], []
     for run in runs:
         if settled(run, sweep.out_dir, sweep_id) is not None:
@@ -172,7 +173,7 @@ def _run_stage(
                 mark_attempted(sweep.out_dir, run.key, sweep_id)
     # runs claimed by jobs of an earlier submission (or a duplicate job skipped them): wait for the record
     for run in held + todo:
-        while settled(run, sweep.out_dir, sweep_id) is None:
+        while settled(run, sweep.out_dir, sweep_id, waiting_since=since) is None:
             claim = claim_path(sweep.out_dir, run.key)
             if not claim.exists() or is_stale(claim):
                 echo(

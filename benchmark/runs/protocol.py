@@ -215,11 +215,18 @@ def existing_ok(run: PlannedRun) -> dict | None:
     return None
 
 
+def _written_since(run: PlannedRun, since: float) -> bool:
+    try:
+        return run.path.stat().st_mtime >= since - 1.0
+    except OSError:
+        return False
+
+
 def recorded_since(run: PlannedRun, since: float) -> dict | None:
     """The record of ``run`` if it was written at or after ``since`` (another process ran it while we
     waited for its claim: ok or failed, it is not trained twice)."""
     try:
-        if run.path.stat().st_mtime >= since - 1.0:
+        if _written_since(run, since):
             return read_record(run.path)
     except (OSError, ValueError):
         pass
@@ -237,8 +244,14 @@ def mark_attempted(out_dir, key: str, sweep_id: str) -> None:
     path.touch()
 
 
-def settled(run: PlannedRun, out_dir, sweep_id: str) -> dict | None:
-    """The record of ``run`` if it is settled for this sweep (ok, or failed during this sweep)."""
+def settled(run: PlannedRun, out_dir, sweep_id: str, waiting_since: float | None = None) -> dict | None:
+    """The record of ``run`` if it is settled for this sweep (ok, or failed during this sweep).
+
+    A failure is this sweep's when a process of the sweep marked it (:func:`mark_attempted`), or, with
+    ``waiting_since`` (when this process first found the run claimed by another), when the record was
+    written since: the other process ran it while we waited, and it is not trained twice (as
+    ``evaluate`` does); it is then marked, so that the whole sweep agrees.
+    """
     if not run.path.exists():
         return None
     try:
@@ -246,6 +259,9 @@ def settled(run: PlannedRun, out_dir, sweep_id: str) -> dict | None:
     except (OSError, ValueError):
         return None
     if record.get("status") == "ok" or _attempt_marker(out_dir, run.key, sweep_id).exists():
+        return record
+    if waiting_since is not None and _written_since(run, waiting_since):
+        mark_attempted(out_dir, run.key, sweep_id)
         return record
     return None
 
