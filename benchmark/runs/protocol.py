@@ -26,6 +26,8 @@ sweep) may die at any point:
 So a sweep killed at any point (even with SIGKILL) and started again, with any number of workers, ends
 with the records an uninterrupted sequential ``evaluate`` writes. Several ``cxrbench evaluate`` processes
 started on different machines with the same ``--out`` on a shared file system cooperate the same way.
+
+:func:`summarize` condenses the final records of a sweep per task (mean, std, 95 % interval).
 """
 
 from __future__ import annotations
