@@ -27,18 +27,9 @@ from pathlib import Path
 
 import submitit
 
-from benchmark.executors.local import (
-    Sweep,
-    claim_path,
-    collect,
-    final_runs,
-    mark_attempted,
-    run_claimed,
-    search_runs,
-    settled,
-)
 from benchmark.runs import PlannedRun, RunOptions, record_identity
-from benchmark.runs.claims import is_stale
+from benchmark.runs.claims import claim_path, is_stale
+from benchmark.runs.protocol import Sweep, collect, mark_attempted, run_claimed, scan, settled
 from benchmark.runs.records import write_record
 
 
@@ -148,6 +139,7 @@ def _run_stage(
     runs: list[PlannedRun], sweep: Sweep, sweep_id: str, executor, echo, stage: str, poll_s: float
 ) -> None:
     """Submit the unsettled runs as one array, wait for the jobs and for runs held by earlier jobs."""
+    since = time.time()
     todo, held = [], []
     for run in runs:
         if settled(run, sweep.out_dir, sweep_id) is not None:
@@ -181,7 +173,7 @@ def _run_stage(
                 mark_attempted(sweep.out_dir, run.key, sweep_id)
     # runs claimed by jobs of an earlier submission (or a duplicate job skipped them): wait for the record
     for run in held + todo:
-        while settled(run, sweep.out_dir, sweep_id) is None:
+        while settled(run, sweep.out_dir, sweep_id, waiting_since=since) is None:
             claim = claim_path(sweep.out_dir, run.key)
             if not claim.exists() or is_stale(claim):
                 echo(
@@ -202,23 +194,16 @@ def run_slurm(sweep: Sweep, settings: SlurmSettings, echo=print, poll_s: float =
         f"sweep {sweep_id}: {sweep.total()} run(s) of {len(sweep.tasks)} task(s) through submitit "
         f"({executor.cluster}); logs in {settings.folder}"
     )
-    first = []
-    for task in sweep.tasks:
-        first += (
-            search_runs(sweep, backbone, task)
-            if sweep.searching(task)
-            else final_runs(sweep, backbone, task, None)[0]
-        )
+    # stage 1: the runs that depend on nothing (the protocol walked as if no run were settled yet)
+    first = scan(sweep, backbone, lambda run: None).ready
     _run_stage(first, sweep, sweep_id, executor, echo, "stage 1 (lr search, fixed-lr tasks)", poll_s)
-    second = []
-    for task in sweep.tasks:
-        if sweep.searching(task):
-            search = search_runs(sweep, backbone, task)
-            runs, line = final_runs(
-                sweep, backbone, task, [settled(r, sweep.out_dir, sweep_id) for r in search]
-            )
-            echo(f"  {line}")
-            second += runs
+    # stage 2: the final runs at the learning rates the search chose
+    second = scan(
+        sweep,
+        backbone,
+        lambda run: settled(run, sweep.out_dir, sweep_id),
+        on_lr_line=lambda task_id, line: echo(f"  {line}"),
+    ).ready
     if second:
         _run_stage(second, sweep, sweep_id, executor, echo, "stage 2 (final seeds)", poll_s)
     return collect(sweep, sweep_id)
