@@ -26,7 +26,6 @@ never executes code from a checkpoint (:mod:`benchmark.backbones.weights`).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -43,6 +42,7 @@ from torch import nn
 from benchmark.backbones import formats as fmts
 from benchmark.backbones.levels import NUM_LEVELS, Level, plan_levels, resample
 from benchmark.backbones.weights import BackboneError, UnsafeCheckpointError, WeightsFileError, load_weights
+from cxrcore.hashing import sha256_file
 
 __all__ = [
     "ARCHS",
@@ -177,14 +177,6 @@ class BackboneInfo:
             else f"input: {self.normalization['name']} convention ({self.normalization['source']})"
         )
         return "; ".join(parts)
-
-
-def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _weights_dir() -> Path:
