@@ -1,4 +1,5 @@
-"""The mmengine side of pretraining: the model wrapper, the validation-loss metric, history and progress."""
+"""The mmengine side of pretraining: the model wrapper, the validation-loss metric, history, the loss guard (the
+progress bar and the plain checkpoints are shared with the benchmark: :mod:`cxrcore.mmengine_hooks`)."""
 
 from __future__ import annotations
 
@@ -102,7 +103,7 @@ class HistoryHook(Hook):
             self._write()
 
     def _write(self) -> None:
-        from pretrain.export import write_json_atomic
+        from cxrcore.io import write_json_atomic
 
         write_json_atomic(self.path, {"epochs": self.epochs})
 
@@ -126,44 +127,6 @@ class LossGuardHook(Hook):
                 f"non-finite loss at iteration {runner.iter + 1} (epoch {runner.epoch + 1}): {bad}; "
                 "lower the learning rate or check the data"
             )
-
-
-class ProgressHook(Hook):
-    """A tqdm bar over the training iterations with the current loss, epoch and last validation loss."""
-
-    priority = "VERY_LOW"
-
-    def __init__(self, description: str = "pretrain") -> None:
-        self.description = description
-        self.bar = None
-        self.val_loss = None
-
-    def before_train(self, runner) -> None:
-        from tqdm import tqdm
-
-        self.bar = tqdm(
-            total=runner.max_iters, initial=runner.iter, desc=self.description, unit="it", dynamic_ncols=True
-        )
-
-    def after_train_iter(self, runner, batch_idx: int, data_batch=None, outputs=None) -> None:
-        if self.bar is None:
-            return
-        self.bar.update(1)
-        post = {"epoch": runner.epoch + 1}
-        if outputs and "loss" in outputs:
-            post["loss"] = f"{float(outputs['loss'].detach()):.4g}"
-        if self.val_loss is not None:
-            post["val"] = f"{self.val_loss:.4g}"
-        self.bar.set_postfix(post, refresh=False)
-
-    def after_val_epoch(self, runner, metrics=None) -> None:
-        if metrics and "val/loss" in metrics:
-            self.val_loss = float(metrics["val/loss"])
-
-    def after_train(self, runner) -> None:
-        if self.bar is not None:
-            self.bar.close()
-            self.bar = None
 
 
 def unwrap(model: torch.nn.Module) -> torch.nn.Module:

@@ -15,59 +15,17 @@ OUT/backbone.safetensors`` reads it like any other torchvision-layout weights fi
 
 from __future__ import annotations
 
-import hashlib
-import json
-import math
 import os
-import tempfile
 import time
 from pathlib import Path
 
 import torch
 
+from cxrcore.hashing import sha256_file
+from cxrcore.io import write_bytes_atomic, write_json_atomic
+
 FORMAT = "cxrbench-backbone"
 FORMAT_VERSION = 1
-
-
-def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
-    """Write a file so that a reader never sees it half-written (temp file + rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def _jsonable(obj):
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, Path):
-        return str(obj)
-    if hasattr(obj, "item") and callable(obj.item):
-        return _jsonable(obj.item())
-    return obj
-
-
-def write_json_atomic(path: str | os.PathLike, obj) -> None:
-    write_bytes_atomic(path, (json.dumps(_jsonable(obj), indent=2) + "\n").encode())
-
-
-def sha256_file(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 20):
-            h.update(block)
-    return h.hexdigest()
 
 
 def versions() -> dict[str, str]:

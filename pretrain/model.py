@@ -22,10 +22,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from cxrcore.keys import PRETRAIN_PREFIXES, normalize_keys
 from pretrain.config import LossConfig, ModelConfig
 
 RESNET_CHANNELS = {"resnet18": 512, "resnet34": 512, "resnet50": 2048, "resnet101": 2048, "resnet152": 2048}
-STRIP_PREFIXES = ("module.", "model.", "backbone.", "encoder.", "image_encoder.", "resnet.", "net.")
 
 
 class ImageWeightsUnavailableError(RuntimeError):
@@ -146,13 +146,7 @@ def _read_state_dict(path: Path) -> dict[str, Tensor]:
 
 def strip_prefixes(state: dict[str, Tensor]) -> dict[str, Tensor]:
     """Remove wrapper prefixes shared by every key and the classifier (``fc.*``)."""
-    changed = True
-    while changed and state:
-        changed = False
-        for prefix in STRIP_PREFIXES:
-            if all(k.startswith(prefix) for k in state):
-                state = {k[len(prefix) :]: v for k, v in state.items()}
-                changed = True
+    state = normalize_keys(state, PRETRAIN_PREFIXES)
     return {k: v for k, v in state.items() if not k.startswith("fc.")}
 
 

@@ -24,10 +24,11 @@ from pathlib import Path
 
 import torch
 
+from cxrcore.io import write_json_atomic
 from cxrcore.weights import CheckpointError, load_checkpoint, mmengine_path
 from pretrain.config import PRESETS, PretrainConfig
 from pretrain.data.records import PairSet
-from pretrain.export import export_backbone, versions, write_json_atomic
+from pretrain.export import export_backbone, versions
 
 # Settings that may differ when an interrupted run is resumed (they do not change the result).
 RESUME_FREE = {"num_workers", "log_interval", "amp"}
@@ -255,8 +256,8 @@ def _build_runner(
     from mmengine.hooks import EarlyStoppingHook
     from mmengine.runner import Runner
 
-    from pretrain.checkpoint import PlainCheckpointHook
-    from pretrain.engine import HistoryHook, LossGuardHook, PretrainLossMetric, ProgressHook
+    from cxrcore.mmengine_hooks import PlainCheckpointHook, ProgressHook
+    from pretrain.engine import HistoryHook, LossGuardHook, PretrainLossMetric
 
     t = cfg.train
     cuda = torch.cuda.is_available()
@@ -295,7 +296,9 @@ def _build_runner(
     if has_val and t.patience:
         hooks.append(EarlyStoppingHook(monitor="val/loss", rule="less", patience=t.patience, min_delta=0.0))
     if progress:
-        hooks.append(ProgressHook(f"pretrain {cfg.preset}"))
+        hooks.append(
+            ProgressHook(f"pretrain {cfg.preset}", "val/loss", label="val", metric_format=".4g", leave=True)
+        )
     name = f"pretrain-{cfg.preset}-{int(time.time() * 1000)}"
     return Runner(
         model=model,

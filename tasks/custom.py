@@ -30,7 +30,6 @@ Images may be PNG, JPEG or DICOM; ``equalize = true`` applies the protocol's his
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
@@ -43,6 +42,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from cxrcore.hashing import sha256_file
 from tasks.datasets.base import ParseResult, RawDataset
 from tasks.errors import DatasetLayoutError, Failure, SampleError
 from tasks.rasterize import boxes_to_mask
@@ -288,7 +288,7 @@ def load_task_file(path: str | os.PathLike) -> CustomTask:
     except (TypeError, ValueError) as e:
         raise TaskFileError(f"{path}: {e}") from e
     dataset = CustomDataset(path, data, task_id)
-    return CustomTask(spec, dataset, path, hashlib.sha256(path.read_bytes()).hexdigest())
+    return CustomTask(spec, dataset, path, sha256_file(path))
 
 
 class CustomDataset(RawDataset):

@@ -32,10 +32,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from cxrcore.io import save_png_atomic, write_json_atomic, write_text_atomic
 from tasks.datasets import RawDataset, get_dataset
 from tasks.errors import DatasetError, Failure, OutputError, SampleError
 from tasks.image import Geometry, equalize, prepare_image, prepare_mask
-from tasks.io import save_png_atomic, write_json_atomic, write_text_atomic
 from tasks.splits import split_csv_text, split_hash, subset
 
 STATE_FILE = ".prepare_state.jsonl"

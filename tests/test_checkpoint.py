@@ -9,8 +9,8 @@ from mmengine.logging import HistoryBuffer
 
 from benchmark import openmmlab  # noqa: F401  (registers the suite's components)
 from benchmark.backbones import parse_spec
-from benchmark.openmmlab.checkpoint import from_plain, to_plain
 from benchmark.runs import RunOptions, plan_run, resolve, runner_config
+from cxrcore.mmengine_hooks import from_plain, to_plain
 from cxrcore.weights import load_checkpoint
 from tasks.registry import get_task
 

@@ -18,9 +18,8 @@ from dataclasses import dataclass, field
 import torch
 
 from benchmark.backbones.errors import FormatError, UnmappedKeysError
+from cxrcore.keys import STRIP_PREFIXES, normalize_keys  # noqa: F401  (STRIP_PREFIXES: benchmark.backbones)
 
-# Prefixes that training frameworks put in front of all keys of a plain model.
-STRIP_PREFIXES = ("module.", "model.", "backbone.", "encoder.", "image_encoder.", "visual.", "net.")
 TRUNK = re.compile(r"^(conv1|bn1|layer[1-4])\.")
 
 
@@ -102,19 +101,6 @@ class CheckpointFormat:
 def show_keys(keys: list[str], n: int = 12) -> str:
     head = ", ".join(keys[:n])
     return f"{head}, ... ({len(keys)} in all)" if len(keys) > n else head or "none"
-
-
-def normalize_keys(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Strip wrapper prefixes shared by all keys (``module.``, ``backbone.``, ...)."""
-    state = dict(state)
-    changed = True
-    while changed and state:
-        changed = False
-        for prefix in STRIP_PREFIXES:
-            if all(k.startswith(prefix) for k in state):
-                state = {k[len(prefix) :]: v for k, v in state.items()}
-                changed = True
-    return state
 
 
 def _find_prefix(keys: Iterable[str], marker: str, probe: str = "layer1.0.conv1.weight") -> str | None:

@@ -8,7 +8,6 @@ the benchmark's types (every backbone error is a :class:`~benchmark.backbones.er
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Callable, Mapping
 from contextlib import contextmanager
@@ -25,6 +24,7 @@ from benchmark.backbones.errors import (  # noqa: F401  (BackboneError re-export
 )
 from benchmark.backbones.formats import show_keys
 from cxrcore import weights as _core
+from cxrcore.hashing import sha256_file  # noqa: F401  (the one sha256 of a file; spec, resnet and catalog import it from here)
 from cxrcore.weights import WRAPPER_KEYS, LoadedWeights  # noqa: F401  (re-exported)
 
 T = TypeVar("T")
@@ -63,14 +63,6 @@ def load_safetensors(path: str | os.PathLike) -> dict:
     """The tensors of a safetensors file (:func:`cxrcore.weights.load_safetensors`)."""
     with _benchmark_errors():
         return _core.load_safetensors(path)
-
-
-def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def check_and_load(

@@ -22,7 +22,8 @@ import mmseg  # noqa: E402
 from mmengine.registry import HOOKS, LOOPS, METRICS, MODELS, TRANSFORMS  # noqa: E402
 
 from benchmark.backbones import CXRBackbone  # noqa: E402
-from benchmark.openmmlab import checkpoint, feature_cache_hook, heads, hooks, loops, losses, metrics  # noqa: E402
+from benchmark.openmmlab import feature_cache_hook, heads, hooks, loops, losses, metrics  # noqa: E402
+from cxrcore.mmengine_hooks import PlainCheckpointHook, ProgressHook  # noqa: E402
 
 warnings.filterwarnings("ignore", message="``build_loss`` would be deprecated", module="mmseg.models.builder")
 warnings.filterwarnings(
@@ -49,11 +50,11 @@ for _registry, _classes in (
     (
         HOOKS,
         [
-            checkpoint.PlainCheckpointHook,
+            PlainCheckpointHook,
             hooks.FinetuneWarmupHook,
             hooks.LossGuardHook,
             hooks.HistoryHook,
-            hooks.ProgressHook,
+            ProgressHook,
             feature_cache_hook.FeatureCacheHook,
         ],
     ),

@@ -40,7 +40,8 @@ from mmengine.runner.amp import autocast
 from PIL import Image
 
 from benchmark.backbones import CXRBackbone
-from benchmark.runs.feature_store import FeatureStore, entry_key, file_sha256, human_bytes
+from benchmark.runs.feature_store import FeatureStore, entry_key, human_bytes
+from cxrcore.hashing import sha256_file
 
 SUBSETS = ("train", "val", "test")
 
@@ -258,9 +259,9 @@ class FeatureCacheHook(Hook):
                 payload = {
                     "encoder": encoder,
                     "dataset": {
-                        "manifest_sha256": file_sha256(prepared / "manifest.json"),
+                        "manifest_sha256": sha256_file(prepared / "manifest.json"),
                         "ann_file": ds_cfg["ann_file"],
-                        "ann_sha256": file_sha256(ann),
+                        "ann_sha256": sha256_file(ann),
                     },
                     # normalisation (the training split's mean / std), padding, resolution, transforms
                     "preprocessor": _plain(runner.cfg.model.data_preprocessor.preprocessor),

@@ -1,4 +1,5 @@
-"""Training-time behaviour the protocol needs: finetune warm-up, loss checks, progress, history."""
+"""Training-time behaviour the protocol needs: finetune warm-up, loss checks, history (the progress bar and the
+plain checkpoints are shared with pretraining: :mod:`cxrcore.mmengine_hooks`)."""
 
 from __future__ import annotations
 
@@ -89,48 +90,3 @@ class HistoryHook(Hook):
             {"epoch": runner.epoch, "lr": lr, **{k: float(v) for k, v in (metrics or {}).items()}}
         )
 
-
-class ProgressHook(Hook):
-    """A progress bar over the run's training iterations (tqdm), with the last loss and metric."""
-
-    priority = "VERY_LOW"
-
-    def __init__(self, description: str, monitor: str) -> None:
-        self.description = description
-        self.monitor = monitor
-        self.bar = None
-        self.last_metric = None
-
-    def before_train(self, runner) -> None:
-        from tqdm import tqdm
-
-        total = runner.max_iters if runner.max_iters else None
-        self.bar = tqdm(
-            total=total,
-            initial=runner.iter,
-            desc=self.description,
-            unit="it",
-            leave=False,
-            dynamic_ncols=True,
-        )
-
-    def after_train_iter(self, runner, batch_idx: int, data_batch=None, outputs=None) -> None:
-        if self.bar is None:
-            return
-        self.bar.update(1)
-        post = {"epoch": runner.epoch + 1}
-        if outputs and "loss" in outputs:
-            loss = outputs["loss"]
-            post["loss"] = f"{float(loss.detach() if hasattr(loss, 'detach') else loss):.4g}"
-        if self.last_metric is not None:
-            post[self.monitor.split("/")[-1]] = f"{self.last_metric:.4f}"
-        self.bar.set_postfix(post, refresh=False)
-
-    def after_val_epoch(self, runner, metrics=None) -> None:
-        if metrics and self.monitor in metrics:
-            self.last_metric = float(metrics[self.monitor])
-
-    def after_train(self, runner) -> None:
-        if self.bar is not None:
-            self.bar.close()
-            self.bar = None

@@ -55,14 +55,6 @@ def default_root(out_dir: str | os.PathLike) -> Path:
     return Path(env).expanduser() if env else Path(out_dir) / DIR_NAME
 
 
-def file_sha256(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 20):
-            h.update(block)
-    return h.hexdigest()
-
-
 def entry_key(payload: Mapping) -> str:
     """The entry name: a hash of the payload (24 hex digits)."""
     text = json.dumps({**payload, "format": CACHE_FORMAT}, sort_keys=True, separators=(",", ":"))

@@ -1,8 +1,10 @@
-"""Checkpoints that load under torch's default ``weights_only=True``.
+"""The mmengine hooks that both ``benchmark`` and ``pretrain`` run: checkpoints that load under torch's default
+``weights_only=True`` (:class:`PlainCheckpointHook`) and the tqdm progress bar over training
+(:class:`ProgressHook`). mmengine only: nothing here imports mmdet or mmseg.
 
 mmengine pickles a checkpoint's message hub as ``HistoryBuffer`` objects and numpy scalars/arrays, which
 ``torch.load(weights_only=True)`` (the default since torch 2.6) refuses. Rather than weakening that
-protection (no ``weights_only=False``, no allow-listing), the suite keeps its checkpoints to tensors and
+protection (no ``weights_only=False``, no allow-listing), cxrbench keeps its checkpoints to tensors and
 plain Python types: :class:`PlainCheckpointHook` converts on save and converts back on load, before
 mmengine reads the message hub. A checkpoint whose pickle would run code is refused by torch itself.
 """
@@ -89,3 +91,67 @@ class PlainCheckpointHook(Hook):
         restored = from_plain(checkpoint)
         checkpoint.clear()
         checkpoint.update(restored)
+
+
+class ProgressHook(Hook):
+    """A progress bar over the run's training iterations (tqdm), with the last loss and metric.
+
+    Args:
+        description: the bar's title.
+        monitor: the validation metric shown after each validation (e.g. ``bbox/mAP``, ``val/loss``).
+        label: its name in the bar (default: the last part of ``monitor``).
+        metric_format: how its value is shown.
+        leave: keep the finished bar on the terminal.
+    """
+
+    priority = "VERY_LOW"
+
+    def __init__(
+        self,
+        description: str,
+        monitor: str,
+        label: str | None = None,
+        metric_format: str = ".4f",
+        leave: bool = False,
+    ) -> None:
+        self.description = description
+        self.monitor = monitor
+        self.label = label if label is not None else monitor.split("/")[-1]
+        self.metric_format = metric_format
+        self.leave = leave
+        self.bar = None
+        self.last_metric = None
+
+    def before_train(self, runner) -> None:
+        from tqdm import tqdm
+
+        total = runner.max_iters if runner.max_iters else None
+        self.bar = tqdm(
+            total=total,
+            initial=runner.iter,
+            desc=self.description,
+            unit="it",
+            leave=self.leave,
+            dynamic_ncols=True,
+        )
+
+    def after_train_iter(self, runner, batch_idx: int, data_batch=None, outputs=None) -> None:
+        if self.bar is None:
+            return
+        self.bar.update(1)
+        post = {"epoch": runner.epoch + 1}
+        if outputs and "loss" in outputs:
+            loss = outputs["loss"]
+            post["loss"] = f"{float(loss.detach() if hasattr(loss, 'detach') else loss):.4g}"
+        if self.last_metric is not None:
+            post[self.label] = f"{self.last_metric:{self.metric_format}}"
+        self.bar.set_postfix(post, refresh=False)
+
+    def after_val_epoch(self, runner, metrics=None) -> None:
+        if metrics and self.monitor in metrics:
+            self.last_metric = float(metrics[self.monitor])
+
+    def after_train(self, runner) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
