@@ -382,4 +382,4 @@ def test_label_fractions_are_normalised_with_the_training_split_statistics(task_
     run = plan_run(task, parse_spec("resnet18.random"), data_root, tmp_path, 0, None, RunOptions())
     r = resolve(run, tmp_path, RunOptions())
     assert (r.mean, r.std) == (stats["train"]["mean"], stats["train"]["std"])
-    assert r.n_train == stats[r.subset]["n_images"]  # the fraction still decides what is trained on
+    assert r.n_train == stats[r.train_subset]["n_images"]  # the fraction still decides what is trained on
