@@ -14,7 +14,7 @@ import time
 import numpy as np
 
 from benchmark.backbones import parse_spec
-from benchmark.runs.config import TRAIN_LOSSES, RunConfig, RunOptions, _overrides, _train_subset, resolve
+from benchmark.runs.config import TRAIN_LOSSES, RunConfig, RunOptions, _overrides, resolve
 from benchmark.runs.execute import (
     NonFiniteValidationLossError,
     check_validation_losses,
@@ -26,6 +26,7 @@ from benchmark.runs.plan import PlannedRun, check_dataset_prepared, plan_run, re
 from benchmark.runs.records import read_record
 from tasks.registry import TaskSpec
 
+# the names re-exported from the submodules (those defined below are public too)
 __all__ = [
     "TRAIN_LOSSES",
     "NonFiniteValidationLossError",
@@ -33,7 +34,6 @@ __all__ = [
     "RunConfig",
     "RunOptions",
     "_overrides",
-    "_train_subset",
     "check_dataset_prepared",
     "check_validation_losses",
     "dist_info",

@@ -1,6 +1,7 @@
-"""What does one run train with? ``RunOptions`` (what the user asked for, shared by the runs of a sweep) and
-``RunConfig`` (everything one run trains with, resolved once by :func:`resolve` from a planned run and the
-options; ``benchmark.openmmlab.build_config`` turns it into the mmengine config, ``execute`` into the record)."""
+"""What does one run train with? ``RunOptions`` (what the user asked for, shared by the runs of a sweep)
+and ``RunConfig`` (everything one run trains with, resolved once by :func:`resolve` from a planned run and
+the options; ``benchmark.openmmlab.build_config`` turns it into the mmengine config, ``execute`` into the
+record)."""
 
 from __future__ import annotations
 
