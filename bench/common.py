@@ -140,12 +140,12 @@ PHASES = ("data", "forward", "backward", "validation", "checkpoint", "test")
 class PhaseProfile:
     """Where the seconds of every training run in this process go, per phase (a profile, not a result).
 
-    ``install()`` makes every mmengine Runner built afterwards (``benchmark.openmmlab.watch_runners``) carry a
-    hook that times: ``data`` (waiting
+    ``install()`` makes every mmengine Runner built afterwards carry a hook that times: ``data`` (waiting
     for the next training batch), ``forward`` (the training step less its backward), ``backward`` (the
     optimizer wrapper's ``update_params``: backward pass and optimizer step), ``validation`` (the whole
     validation loop, checkpoint writes excluded), ``checkpoint`` (``runner.save_checkpoint``) and ``test``
     (the test loop). ``runs`` holds one dict per run: its experiment name and the seconds per phase.
+    The hook is attached through the run's extension point, ``benchmark.openmmlab.watch_runners``.
     """
 
     def __init__(self) -> None:
