@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
 import statistics
@@ -106,35 +107,30 @@ def register_timer() -> str:
     return "BenchEpochTimer"
 
 
-def timed_run(task, backbone: str, data_root, out_dir, options, seed: int = 0, lr: float | None = None):
-    """Train and test one run through the same code as ``evaluate``; returns (outcome, timer, wall s)."""
+def timed_run(
+    task, backbone: str, data_root, out_dir, options, seed: int = 0, lr: float | None = None, hooks=()
+):
+    """Train and test one run through the same code as ``evaluate``; returns (outcome, timer, wall s).
+    ``hooks``: more custom hook configs for the run's Runner (before the timer)."""
     from benchmark import openmmlab
     from benchmark.backbones import parse_spec
-    from benchmark.openmmlab.config import MONITORS
-    from benchmark.runs import plan_run, resolve, runner_config
+    from benchmark.runs import plan_run, resolve
+    from tasks.registry import METRIC_KEYS
 
     run = plan_run(task, parse_spec(backbone), data_root, out_dir, seed, lr, options)
-    resolved = resolve(run, out_dir, options)
-    cfg = runner_config(run, resolved, options, f"bench-{task.id}-{time.monotonic_ns()}")
+    config = resolve(run, out_dir, options, f"bench-{task.id}-{time.monotonic_ns()}")
+    cfg = openmmlab.build_config(task, config)
+    cfg.custom_hooks.extend(hooks)
     cfg.custom_hooks.append(dict(type=register_timer()))
     started = time.perf_counter()
-    from mmengine.runner import Runner
-
     # train_and_test builds its own Runner: catch it on the way to read the timer hook afterwards
     timers = []
-    descriptor = Runner.__dict__["from_cfg"]
-    real_from_cfg = Runner.from_cfg
 
-    def from_cfg(cfg):
-        runner = real_from_cfg(cfg)
+    def catch_timer(runner) -> None:
         timers.extend(h for h in runner.hooks if type(h).__name__ == "BenchEpochTimer")
-        return runner
 
-    Runner.from_cfg = staticmethod(from_cfg)
-    try:
-        outcome = openmmlab.train_and_test(cfg, MONITORS[task.metric])
-    finally:
-        Runner.from_cfg = descriptor
+    with openmmlab.watch_runners(catch_timer):
+        outcome = openmmlab.train_and_test(cfg, METRIC_KEYS[task.metric].monitor)
     return outcome, timers[0], time.perf_counter() - started
 
 
@@ -149,15 +145,17 @@ class PhaseProfile:
     optimizer wrapper's ``update_params``: backward pass and optimizer step), ``validation`` (the whole
     validation loop, checkpoint writes excluded), ``checkpoint`` (``runner.save_checkpoint``) and ``test``
     (the test loop). ``runs`` holds one dict per run: its experiment name and the seconds per phase.
+    The hook is attached through the run's extension point, ``benchmark.openmmlab.watch_runners``.
     """
 
     def __init__(self) -> None:
         self.runs: list[dict] = []
-        self._real_from_cfg = None
+        self._watch: contextlib.ExitStack | None = None
 
     def install(self) -> PhaseProfile:
         from mmengine.hooks import Hook
-        from mmengine.runner import Runner
+
+        from benchmark import openmmlab
 
         profile = self
         clock = time.perf_counter
@@ -227,25 +225,19 @@ class PhaseProfile:
             def after_test(self, runner) -> None:
                 self._add("test", clock() - self._t["test"])
 
-        self._real_from_cfg = Runner.__dict__["from_cfg"]
-        real_from_cfg = Runner.from_cfg
-
-        def from_cfg(cfg):
-            runner = real_from_cfg(cfg)
-            entry = {"name": cfg.get("experiment_name", "")}
+        def attach(runner) -> None:
+            entry = {"name": runner.cfg.get("experiment_name", "")}
             profile.runs.append(entry)
             runner.register_hook(_Timer(entry))
-            return runner
 
-        Runner.from_cfg = staticmethod(from_cfg)
+        self._watch = contextlib.ExitStack()
+        self._watch.enter_context(openmmlab.watch_runners(attach))
         return self
 
     def uninstall(self) -> None:
-        if self._real_from_cfg is not None:
-            from mmengine.runner import Runner
-
-            Runner.from_cfg = self._real_from_cfg
-            self._real_from_cfg = None
+        if self._watch is not None:
+            self._watch.close()
+            self._watch = None
 
     def phases(self, run: dict) -> dict[str, float]:
         return {p: run.get(p, 0.0) for p in PHASES}

@@ -76,18 +76,10 @@ def child(data: str, work: str, epochs: int) -> None:
         progress=False,
         launcher="pytorch" if world > 1 else "none",
     )
-    import benchmark.runs as run_mod
-
     name = _checksum_hook()
-    real = run_mod.runner_config
-
-    def with_checksum(*a, **k):
-        cfg = real(*a, **k)
-        cfg.custom_hooks.append(dict(type=name))
-        return cfg
-
-    run_mod.runner_config = with_checksum  # timed_run imports it at call time
-    outcome, timer, wall = timed_run(task, "resnet18.random", data, Path(work) / f"ddp-{world}", options)
+    outcome, timer, wall = timed_run(
+        task, "resnet18.random", data, Path(work) / f"ddp-{world}", options, hooks=[dict(type=name)]
+    )
     from mmengine.registry import HOOKS
 
     sums = HOOKS.get(name).sums

@@ -59,7 +59,7 @@ def run_one(config: str, out: Path, result: Path, tasks: str = "all") -> None:
     by_task: dict[str, dict[str, float]] = {}
     records = demo["records"] + demo["untrained"]
     for run in profile.runs:
-        # experiment names are "<task>-<key>-<ms>" (benchmark/runs/__init__.py: execute)
+        # experiment names are "<task>-<key>-<ms>" (benchmark/runs/execute.py: execute)
         rec = next((r for r in records if run["name"].startswith(f"{r['task']}-{r['key']}-")), None)
         if rec is None:
             continue

@@ -27,14 +27,14 @@ def flop_bound(task_id: str, backbone: str, data, work: Path, batch: int) -> dic
     from mmengine.runner import Runner
     from torch.utils.flop_counter import FlopCounterMode
 
-    from benchmark import openmmlab  # noqa: F401  (registers the modules)
+    from benchmark import openmmlab
     from benchmark.backbones import parse_spec
-    from benchmark.runs import RunOptions, plan_run, resolve, runner_config
+    from benchmark.runs import RunOptions, plan_run, resolve
     from tasks.registry import get_task
 
     options = RunOptions(max_epochs=1, batch_size=batch, progress=False)
     run = plan_run(get_task(task_id), parse_spec(backbone), data, work / "flops", 0, None, options)
-    cfg = runner_config(run, resolve(run, work / "flops", options), options, f"flops-{task_id}")
+    cfg = openmmlab.build_config(run.task, resolve(run, work / "flops", options, f"flops-{task_id}"))
     runner = Runner.from_cfg(cfg)
     model = runner.model
     batch_data = model.data_preprocessor(next(iter(runner.build_dataloader(cfg.train_dataloader))), True)

@@ -4,7 +4,7 @@
     python -m bench.gpu --device cpu --tiny --out DIR   # the same code on CPU at tiny sizes (CI, < 1 min)
 
 One command, in this order (every training goes through the project's own run machinery: ``plan_run``,
-``resolve``, ``runner_config`` and ``train_and_test``, as ``cxrbench evaluate`` does):
+``resolve``, ``build_config`` and ``train_and_test``, as ``cxrbench evaluate`` does):
 
 1. ``cxrbench doctor`` (in-process): the installation, and NMS on CUDA against brute force.
 2. One short training of each head type on generated data (YOLOv3: ``rsna_yolov3_finetune_100``; U-Net:
@@ -187,7 +187,8 @@ def one_run(task, cfg: dict, data: Path, work: Path, name: str, *, amp=False, ca
     import torch
 
     from bench.common import _sync, timed_run
-    from benchmark.runs import PRIMARY, RunOptions, default_num_workers
+    from benchmark.runs import RunOptions, default_num_workers
+    from tasks.registry import METRIC_KEYS
 
     device = cfg["device"]
     options = RunOptions(
@@ -203,7 +204,7 @@ def one_run(task, cfg: dict, data: Path, work: Path, name: str, *, amp=False, ca
         torch.cuda.reset_peak_memory_stats()
     outcome, timer, wall = timed_run(task, cfg["backbone"], str(data), work / name, options, lr=lr)
     _sync()
-    primary = PRIMARY[task.metric]
+    primary = METRIC_KEYS[task.metric].record
     return {
         "task": task.id,
         "amp": amp,

@@ -7,6 +7,7 @@ leaderboard uses this order). Every field comes from the task table of ``shared/
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from typing import NamedTuple
 
 # Protocol constants shared by all tasks (tasks.md, "Shared protocol").
 WEIGHT_DECAY = 1e-6
@@ -47,7 +48,25 @@ METRICS = {
     "mean_class_dice": "mean over classes of the per-class micro Dice (a class in neither prediction nor "
     "label: 0)",
 }
-# Record keys of ``metrics`` besides the primary ones (``mAP``, ``froc``, ``dice``: benchmark/runs/__init__.py PRIMARY,
+
+
+class MetricKeys(NamedTuple):
+    """Where the value of a task metric is found: ``record``, the key of the primary test metric in a run
+    record's ``metrics`` (also its ``primary_metric``); ``monitor``, the key of the validation metric that
+    mmengine monitors (it picks the best checkpoint and stops early)."""
+
+    record: str
+    monitor: str
+
+
+# the keys of each task metric (TaskSpec.metric), the one table the runs, the configs and the tests read
+METRIC_KEYS = {
+    "mAP": MetricKeys("mAP", "det/mAP"),
+    "froc": MetricKeys("froc", "det/froc"),
+    "dice": MetricKeys("dice", "seg/dice"),
+    "mean_class_dice": MetricKeys("dice", "seg/dice"),
+}
+# Record keys of ``metrics`` besides the primary ones (``mAP``, ``froc``, ``dice``: METRIC_KEYS above,
 # always the published tables' definitions), in display order; results/README.md explains each. Per-class
 # (``dice.<class>``, ``iou.<class>``) and per-rate (``<froc key>@<rate>``) values come with them.
 SECONDARY_METRICS = {

@@ -8,9 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmark.runs.records import CODE_VERSION, record_path, write_record
-from tasks.registry import TASKS
-
-PRIMARY = {"mAP": "mAP", "dice": "dice", "froc": "froc", "mean_class_dice": "dice"}
+from tasks.registry import METRIC_KEYS, TASKS
 
 
 def fake_test_metrics(task_id: str, score: float) -> dict:
@@ -57,7 +55,7 @@ def make_record(
         key = hashlib.sha256(
             f"{backbone}|{task_id}|{seed}|{lr}|{phase}|{split_hash}|{size}".encode()
         ).hexdigest()[:16]
-    primary = PRIMARY[task.metric]
+    primary = METRIC_KEYS[task.metric].record
     rec = {
         "schema_version": 1,
         "key": key,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -9,7 +11,8 @@ from mmengine.logging import HistoryBuffer
 
 from benchmark import openmmlab  # noqa: F401  (registers the suite's components)
 from benchmark.backbones import parse_spec
-from benchmark.runs import RunOptions, plan_run, resolve, runner_config
+from benchmark.openmmlab import build_config
+from benchmark.runs import RunOptions, plan_run, resolve
 from cxrcore.mmengine_hooks import from_plain, to_plain
 from cxrcore.weights import load_checkpoint
 from tasks.registry import get_task
@@ -64,7 +67,7 @@ def _runner(cfg):
 
 def test_checkpoints_load_weights_only_and_resume(linear_run):
     run, resolved, options = linear_run
-    cfg = runner_config(run, resolved, options, experiment_name="ckpt-a")
+    cfg = build_config(run.task, replace(resolved, experiment_name="ckpt-a"))
     cfg.default_hooks.checkpoint.interval = 1  # resumable checkpoints every epoch
     cfg.default_hooks.checkpoint.save_last = True
     runner = _runner(cfg)
@@ -83,7 +86,7 @@ def test_checkpoints_load_weights_only_and_resume(linear_run):
     assert np.isfinite(metrics["seg/dice"])
 
     # resume from epoch 2 and train a third epoch
-    cfg2 = runner_config(run, resolved, options, experiment_name="ckpt-b")
+    cfg2 = build_config(run.task, replace(resolved, experiment_name="ckpt-b"))
     cfg2.default_hooks.checkpoint.interval = 1
     cfg2.train_cfg.max_epochs = 3
     cfg2.load_from = str(last)
@@ -108,7 +111,7 @@ def test_malicious_checkpoint_refused_by_runner(linear_run, tmp_path):
 
     path = tmp_path / "evil.pth"
     torch.save({"state_dict": {}, "meta": Evil()}, path)
-    runner = _runner(runner_config(run, resolved, options, experiment_name="ckpt-evil"))
+    runner = _runner(build_config(run.task, replace(resolved, experiment_name="ckpt-evil")))
     with pytest.raises(pickle.UnpicklingError, match="Weights only load failed"):
         runner.load_checkpoint(str(path))
     assert not marker.exists()

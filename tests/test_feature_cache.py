@@ -173,9 +173,8 @@ def test_linear_task_cached_equals_uncached(data_root, tmp_path, monkeypatch):
 def test_yolov3_frozen_task_cached_equals_uncached(data_root, tmp_path):
     from benchmark import openmmlab
     from benchmark.backbones import parse_spec
-    from benchmark.openmmlab.config import MONITORS
-    from benchmark.runs import RunOptions, plan_run, resolve, runner_config
-    from tasks.registry import get_task
+    from benchmark.runs import RunOptions, plan_run, resolve
+    from tasks.registry import METRIC_KEYS, get_task
 
     task = get_task("rsna_yolov3_frozen_10")
 
@@ -184,9 +183,9 @@ def test_yolov3_frozen_task_cached_equals_uncached(data_root, tmp_path):
             max_epochs=1, batch_size=2, progress=False, feature_cache=cache, feature_cache_dtype=dtype
         )
         run = plan_run(task, parse_spec("resnet18.random"), data_root, tmp_path, 0, lr, options)
-        cfg = runner_config(run, resolve(run, tmp_path, options), options, f"yolo-{cache}-{dtype}-{lr}")
+        cfg = openmmlab.build_config(task, resolve(run, tmp_path, options, f"yolo-{cache}-{dtype}-{lr}"))
         cfg.model.test_cfg.conf_thr = 0.001  # an untrained head: keep low-confidence boxes, so mAP is not 0
-        return openmmlab.train_and_test(cfg, MONITORS[task.metric])
+        return openmmlab.train_and_test(cfg, METRIC_KEYS[task.metric].monitor)
 
     plain = outcome(None)
     half = outcome(str(tmp_path / "fc16"))
@@ -221,20 +220,19 @@ def test_unet_frozen_cached_equals_uncached_and_reads_the_real_image(data_root, 
 
     from benchmark import openmmlab
     from benchmark.backbones import parse_spec
-    from benchmark.openmmlab.config import MONITORS
-    from benchmark.runs import RunOptions, plan_run, resolve, runner_config
-    from tasks.registry import get_task
+    from benchmark.runs import RunOptions, plan_run, resolve
+    from tasks.registry import METRIC_KEYS, get_task
 
     task = replace(get_task("rsna_linear_10"), id="rsna_unet_frozen_10", head="unet", lr=1e-3)
 
     def run(cache: str | None):
         options = RunOptions(max_epochs=1, batch_size=2, progress=False, feature_cache=cache)
         planned = plan_run(task, parse_spec("resnet18.random"), data_root, tmp_path, 0, None, options)
-        cfg = runner_config(planned, resolve(planned, tmp_path, options), options, f"unet-{cache}")
+        cfg = openmmlab.build_config(task, resolve(planned, tmp_path, options, f"unet-{cache}"))
         if cache:
             steps = [s["type"] for s in cfg.train_dataloader.dataset.pipeline]
             assert "LoadImageFromFile" in steps and "CXRPlaceholderImage" not in steps
-        return openmmlab.train_and_test(cfg, MONITORS[task.metric])
+        return openmmlab.train_and_test(cfg, METRIC_KEYS[task.metric].monitor)
 
     plain, cached = run(None), run(str(tmp_path / "fc"))
     assert cached.feature_cache["entries"]["val"]["levels"] == [1, 2, 3, 4, 5]  # C0 is not stored

@@ -263,7 +263,8 @@ def test_timm_resnet_layout_is_torchvision(tmp_path):
 
 def test_config_heads_follow_declared_channels_and_convention(net50, tmp_path, data_root):
     """Heads read the backbone's declared channels; a declared convention moves normalisation into it."""
-    from benchmark.runs import RunOptions, plan_run, resolve, runner_config
+    from benchmark.openmmlab import build_config
+    from benchmark.runs import RunOptions, plan_run, resolve
     from tasks.registry import get_task
 
     path = tmp_path / "checkpoint_final.pth"
@@ -271,7 +272,7 @@ def test_config_heads_follow_declared_channels_and_convention(net50, tmp_path, d
     options = RunOptions(max_epochs=1, batch_size=2, progress=False)
     for task_id in ("rsna_yolov3_frozen_10", "rsna_linear_10"):
         run = plan_run(get_task(task_id), parse_spec(str(path)), data_root, tmp_path, 0, None, options)
-        cfg = runner_config(run, resolve(run, tmp_path, options), options, "cfg-test").model
+        cfg = build_config(run.task, resolve(run, tmp_path, options, "cfg-test")).model
         assert cfg.data_preprocessor.mean == [0.0] and cfg.data_preprocessor.std == [255.0]
         assert cfg.backbone.input_norm == {"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
         if task_id.startswith("rsna_yolov3"):
@@ -282,5 +283,5 @@ def test_config_heads_follow_declared_channels_and_convention(net50, tmp_path, d
         get_task("rsna_linear_10"), parse_spec(f"{path}#norm=task"), data_root, tmp_path, 0, None, options
     )
     assert task_run.key != run.key  # the input convention is part of the run key
-    cfg = runner_config(task_run, resolve(task_run, tmp_path, options), options, "cfg-test").model
+    cfg = build_config(task_run.task, resolve(task_run, tmp_path, options, "cfg-test")).model
     assert cfg.backbone.input_norm is None and cfg.data_preprocessor.std[0] != 255.0

@@ -142,7 +142,8 @@ def test_yolov3_adapts_to_declared_channels(arch, data_root, tmp_path):
     from mmengine.runner import Runner
 
     from benchmark.backbones import parse_spec
-    from benchmark.runs import RunOptions, plan_run, resolve, runner_config
+    from benchmark.openmmlab import build_config
+    from benchmark.runs import RunOptions, plan_run, resolve
     from tasks.registry import get_task
 
     options = RunOptions(max_epochs=1, batch_size=2, progress=False)
@@ -155,7 +156,7 @@ def test_yolov3_adapts_to_declared_channels(arch, data_root, tmp_path):
         None,
         options,
     )
-    runner = Runner.from_cfg(runner_config(run, resolve(run, tmp_path, options), options, f"yolo-{arch}"))
+    runner = Runner.from_cfg(build_config(run.task, resolve(run, tmp_path, options, f"yolo-{arch}")))
     neck = runner.model.neck
     assert neck.detect1.conv1.conv.in_channels == ARCHS[arch].channels[5]
     assert neck.detect2.conv1.conv.in_channels == ARCHS[arch].channels[4] + 256

@@ -67,15 +67,16 @@ def test_registry_is_the_task_table():
 
 
 def _settings(task, tmp_path: Path, lr: float = 1e-3):
-    from benchmark.openmmlab.config import RunSettings
+    from benchmark.runs import RunConfig
 
-    return RunSettings(
+    return RunConfig(
         backbone=parse_spec("resnet50.random"),
         prepared=tmp_path,
         classes=("Atelectasis", "Effusion") if task.dataset == "nih" else ("opacity",),
         mean=0.5,
         std=0.25,
         train_subset="train",
+        n_train=10,
         multi_label=task.dataset == "nih",
         seed=0,
         lr=lr,
@@ -95,7 +96,7 @@ def _hook(cfg, name):
 @pytest.mark.parametrize("task", list(TASKS.values()), ids=list(TASKS))
 def test_config_follows_the_shared_protocol(task, tmp_path):
     from benchmark.openmmlab import build_config
-    from benchmark.openmmlab.config import MONITORS
+    from tasks.registry import METRIC_KEYS
 
     cfg = build_config(task, _settings(task, tmp_path, lr=2e-4))
     # Adam, weight decay 1e-6, at the run's learning rate
@@ -108,7 +109,7 @@ def test_config_follows_the_shared_protocol(task, tmp_path):
     assert got == ("loss", "less", 0.5, 3, True)
     assert cfg.val_cfg.type == "CXRValLossLoop"  # the loop that reports the validation loss as "loss"
     # early stopping and checkpoint choice on the validation METRIC
-    monitor = MONITORS[task.metric]
+    monitor = METRIC_KEYS[task.metric].monitor
     stop = _hook(cfg, "EarlyStoppingHook")
     assert (stop["monitor"], stop["rule"], stop["patience"]) == (monitor, "greater", task.patience)
     ckpt = cfg.default_hooks.checkpoint
@@ -381,4 +382,4 @@ def test_label_fractions_are_normalised_with_the_training_split_statistics(task_
     run = plan_run(task, parse_spec("resnet18.random"), data_root, tmp_path, 0, None, RunOptions())
     r = resolve(run, tmp_path, RunOptions())
     assert (r.mean, r.std) == (stats["train"]["mean"], stats["train"]["std"])
-    assert r.n_train == stats[r.subset]["n_images"]  # the fraction still decides what is trained on
+    assert r.n_train == stats[r.train_subset]["n_images"]  # the fraction still decides what is trained on

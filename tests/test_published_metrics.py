@@ -23,8 +23,7 @@ from benchmark import openmmlab  # noqa: F401
 from benchmark.openmmlab.box_ap import IOU_THRESHOLDS, ImageBoxes, box_map
 from benchmark.openmmlab.froc import FROC_FPS, froc, froc_all_predictions
 from benchmark.openmmlab.metrics import DetectionMetric, FROCMetric, SegMetric
-from benchmark.runs import PRIMARY
-from tasks.registry import SECONDARY_METRICS
+from tasks.registry import METRIC_KEYS, SECONDARY_METRICS
 
 # ------------------------------------------------------------------------------------ reference code
 # Copied from github.com/philip-mueller/lovt @ 87b9a30750996e1e916464522221a03821ceb073,
@@ -559,7 +558,7 @@ def test_every_metric_key_is_declared_and_documented(tmp_path):
     metric.dataset_meta = {"classes": ("a", "b")}
     metric.process({}, _seg_results(np.ones((1, 2, 4, 4), np.uint8), np.ones((1, 2, 4, 4), np.uint8)))
     keys |= set(metric.compute_metrics(metric.results))
-    declared = set(PRIMARY.values()) | set(SECONDARY_METRICS) | {"n_detections"}
+    declared = {k.record for k in METRIC_KEYS.values()} | set(SECONDARY_METRICS) | {"n_detections"}
     for k in keys:
         base = re.sub(r"@[0-9.]+$", "", k) if "@" in k else re.sub(r"\..*$", "", k)
         assert base in declared, k

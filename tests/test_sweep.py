@@ -12,7 +12,7 @@ import torch
 
 import benchmark.runs as run_mod
 from benchmark.backbones import parse_spec
-from benchmark.runs import RunOptions, choose_lr, evaluate, plan_run, resolve, runner_config
+from benchmark.runs import RunOptions, choose_lr, evaluate, plan_run, resolve
 from tasks.registry import get_task
 
 pytestmark = pytest.mark.slow
@@ -113,15 +113,17 @@ def test_interrupted_sweep_resumes_to_the_same_records(searched, data_root, tmp_
 
 
 def test_nan_run_is_recorded_as_failed_and_sweep_goes_on(data_root, tmp_path, monkeypatch):
-    real = run_mod.runner_config
+    from benchmark import openmmlab
 
-    def poisoned(run, resolved, options, experiment_name):
-        cfg = real(run, resolved, options, experiment_name)
-        if run.seed == 0:
+    real = openmmlab.build_config
+
+    def poisoned(task, config):
+        cfg = real(task, config)
+        if config.seed == 0:
             cfg.model.data_preprocessor.std = [0.0]  # inputs / 0 -> inf / NaN features -> NaN loss
         return cfg
 
-    monkeypatch.setattr(run_mod, "runner_config", poisoned)
+    monkeypatch.setattr(openmmlab, "build_config", poisoned)
     options = RunOptions(max_epochs=2, batch_size=2, progress=False)
     records = evaluate(
         "resnet18.random",
@@ -143,12 +145,12 @@ def test_nan_run_is_recorded_as_failed_and_sweep_goes_on(data_root, tmp_path, mo
 def test_frozen_run_leaves_encoder_bit_identical(data_root, tmp_path, task_id):
     from mmengine.runner import Runner
 
-    from benchmark import openmmlab  # noqa: F401
+    from benchmark import openmmlab
 
     options = RunOptions(max_epochs=2, batch_size=2, progress=False)
     run = plan_run(get_task(task_id), parse_spec("resnet18.random"), data_root, tmp_path, 0, None, options)
     runner = Runner.from_cfg(
-        runner_config(run, resolve(run, tmp_path, options), options, f"frozen-{task_id}")
+        openmmlab.build_config(run.task, resolve(run, tmp_path, options, f"frozen-{task_id}"))
     )
     encoder = runner.model.backbone.encoder
     before = {k: v.clone() for k, v in encoder.state_dict().items()}

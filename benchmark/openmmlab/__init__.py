@@ -66,6 +66,6 @@ for _registry, _classes in (
         _registry.register_module(name=_name, module=_cls, force=True)
 
 from benchmark.openmmlab.config import build_config  # noqa: E402
-from benchmark.openmmlab.runner import RunOutcome, train_and_test  # noqa: E402
+from benchmark.openmmlab.runner import RunOutcome, train_and_test, watch_runners  # noqa: E402
 
-__all__ = ["NMS_PROVIDER", "RunOutcome", "build_config", "train_and_test", "mmdet", "mmseg"]
+__all__ = ["NMS_PROVIDER", "RunOutcome", "build_config", "train_and_test", "watch_runners", "mmdet", "mmseg"]

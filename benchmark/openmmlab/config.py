@@ -1,15 +1,14 @@
-"""OpenMMLab configs as Python dicts built from a TaskSpec (no ``_base_`` files, no string imports)."""
+"""OpenMMLab configs as Python dicts built from a TaskSpec and a run's RunConfig (no ``_base_`` files, no
+string imports)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from pathlib import Path
-
 from mmengine.config import ConfigDict
 
-from benchmark.backbones import BackboneInfo, normalization_plan
+from benchmark.runs.config import RunConfig
 from tasks.registry import (
     EARLY_STOP_MIN_DELTA,
+    METRIC_KEYS,
     UNET_WIDTHS,
     YOLO_ANCHORS,
     YOLO_CONF_THR,
@@ -17,42 +16,8 @@ from tasks.registry import (
     TaskSpec,
 )
 
-# key of the validation metric that picks the best checkpoint and stops early, per task metric
-MONITORS = {"mAP": "det/mAP", "froc": "det/froc", "dice": "seg/dice", "mean_class_dice": "seg/dice"}
 
-
-@dataclass(frozen=True)
-class RunSettings:
-    """Everything besides the task that shapes one training run."""
-
-    backbone: BackboneInfo
-    prepared: Path
-    classes: tuple[str, ...]
-    mean: float  # of the whole training split (also for label fractions), on [0, 1]
-    std: float
-    train_subset: str
-    multi_label: bool
-    seed: int
-    lr: float
-    work_dir: Path
-    experiment_name: str
-    max_epochs: int
-    batch_size: int
-    num_workers: int = 0
-    pin_memory: bool = False  # page-locked batches: faster host-to-GPU copies (CUDA runs; same numbers)
-    amp: bool = False
-    train_limit: int | None = None  # use only the first N training images (smoke tests, quick looks)
-    checkpoint_interval: int = -1  # also save a resumable checkpoint every N epochs (-1: best only)
-    verbose: bool = False
-    progress: bool = True
-    feature_cache: str | None = None  # cache folder: frozen tasks train on cached features (None: off)
-    feature_cache_dtype: str = "float16"
-    launcher: str = "none"  # "pytorch": one run over several processes (torchrun, DDP)
-    unet_widths: tuple[int, ...] | None = None  # U-Net decoder widths (None: the protocol's)
-    train_loss: str = "protocol"  # "lovt": LoVT's YOLOv3 loss / Dice pooled over the classes
-
-
-def _eval_batch(s: RunSettings) -> int:
+def _eval_batch(s: RunConfig) -> int:
     """Validation / test batches: no gradients, so larger batches than a small training batch are cheap."""
     return max(s.batch_size, 8)
 
@@ -75,7 +40,7 @@ def _dataloader(
     )
 
 
-def _detection(task: TaskSpec, s: RunSettings, channels: list[int]) -> dict:
+def _detection(task: TaskSpec, s: RunConfig, channels: list[int]) -> dict:
     """YOLOv3 (mmdet neck + head) on C3..C5."""
     size = task.size
     pipeline = [
@@ -103,7 +68,7 @@ def _detection(task: TaskSpec, s: RunSettings, channels: list[int]) -> dict:
 
     c3, c4, c5 = channels[3:6]
     metric = "CXRFROCMetric" if task.metric == "froc" else "CXRDetectionMetric"
-    norm = normalization_plan(s.backbone, s.mean, s.std)
+    norm = s.normalization
     model = dict(
         type="YOLOV3",
         data_preprocessor=dict(
@@ -173,7 +138,7 @@ def _detection(task: TaskSpec, s: RunSettings, channels: list[int]) -> dict:
     )
 
 
-def _segmentation(task: TaskSpec, s: RunSettings, channels: list[int]) -> dict:
+def _segmentation(task: TaskSpec, s: RunConfig, channels: list[int]) -> dict:
     """Linear (1x1 conv on C5) or U-Net (C0..C5) head with sigmoid outputs and Dice loss.
 
     Single-label datasets have class-index masks and one output (foreground probability); multi-label
@@ -191,7 +156,7 @@ def _segmentation(task: TaskSpec, s: RunSettings, channels: list[int]) -> dict:
         load_masks,
         dict(type="PackSegInputs", meta_keys=("img_path", "seg_map_path", "ori_shape", "img_shape")),
     ]
-    norm = normalization_plan(s.backbone, s.mean, s.std)
+    norm = s.normalization
 
     def dataset(subset: str, test_mode: bool) -> dict:
         return dict(
@@ -278,11 +243,11 @@ def _segmentation(task: TaskSpec, s: RunSettings, channels: list[int]) -> dict:
     )
 
 
-def build_config(task: TaskSpec, s: RunSettings) -> ConfigDict:
+def build_config(task: TaskSpec, s: RunConfig) -> ConfigDict:
     """The full mmengine Runner config of one run."""
     channels = list(s.backbone.channels)  # C0..C5 as the backbone declares them
     parts = _detection(task, s, channels) if task.kind == "detection" else _segmentation(task, s, channels)
-    monitor = MONITORS[task.metric]
+    monitor = METRIC_KEYS[task.metric].monitor
     custom_hooks = [
         dict(type="CXRPlainCheckpointHook"),
         dict(type="CXRLossGuardHook"),
@@ -337,13 +302,13 @@ def build_config(task: TaskSpec, s: RunSettings) -> ConfigDict:
             timer=dict(type="IterTimerHook"),
             logger=dict(type="LoggerHook", interval=50),
             param_scheduler=dict(type="ParamSchedulerHook"),
-            # the best-validation checkpoint (for the test); periodic ones only when asked (mid-run resume)
+            # the best-validation checkpoint only (for the test): no periodic ones (interval -1), no last
             checkpoint=dict(
                 type="CheckpointHook",
-                interval=s.checkpoint_interval,
+                interval=-1,
                 by_epoch=True,
                 max_keep_ckpts=1,
-                save_last=s.checkpoint_interval > 0,
+                save_last=False,
                 save_best=monitor,
                 rule="greater",
             ),

@@ -1,4 +1,7 @@
-"""Train a head with mmengine's Runner, validate every epoch, test the best-validation checkpoint."""
+"""Train a head with mmengine's Runner, validate every epoch, test the best-validation checkpoint.
+
+``watch_runners`` is the extension point of a run: a callback that sees every Runner ``train_and_test`` builds
+(the bench scripts attach their timers and profiles there)."""
 
 from __future__ import annotations
 
@@ -6,6 +9,7 @@ import contextlib
 import io
 import logging
 import os
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from mmengine.config import Config, ConfigDict
@@ -52,6 +56,22 @@ class _FrozenTextConfig(Config):
         return text
 
 
+# the callbacks of watch_runners, called in order with each Runner train_and_test builds
+_RUNNER_CALLBACKS: list[Callable[[Runner], None]] = []
+
+
+@contextlib.contextmanager
+def watch_runners(callback: Callable[[Runner], None]) -> Iterator[None]:
+    """Call ``callback(runner)`` with every Runner :func:`train_and_test` builds while the block runs, after
+    the Runner is built from its config and before it trains (to register a hook on it, read its hooks or
+    wrap its methods: measuring without patching mmengine). The config, and so the record, is unchanged."""
+    _RUNNER_CALLBACKS.append(callback)
+    try:
+        yield
+    finally:
+        _RUNNER_CALLBACKS.remove(callback)
+
+
 def _strip(metrics: dict) -> dict[str, float]:
     return {k.split("/", 1)[-1]: float(v) for k, v in metrics.items()}
 
@@ -89,6 +109,8 @@ def _train_and_test(cfg: ConfigDict, monitor: str) -> RunOutcome:
         cfg = cfg.copy()
         cfg.train_cfg.max_epochs = 1  # the loop needs >= 1 to be built; it is never run
     runner = Runner.from_cfg(_FrozenTextConfig(cfg))
+    for callback in list(_RUNNER_CALLBACKS):
+        callback(runner)
     logger = MMLogger.get_current_instance()
     for handler in logger.handlers:
         handler.addFilter(_DropNoise())
