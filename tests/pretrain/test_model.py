@@ -170,7 +170,7 @@ def test_bench_pretrain_step_runs(capsys):
     import importlib.util
     from pathlib import Path
 
-    path = Path(__file__).resolve().parents[1] / "bench" / "pretrain_step.py"
+    path = Path(__file__).resolve().parents[2] / "bench" / "pretrain_step.py"
     spec = importlib.util.spec_from_file_location("pretrain_step", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

@@ -6,10 +6,10 @@ import hashlib
 import json
 
 import torch
-from fake_checkpoints import make_gloria, random_resnet, reference_levels
 
 from benchmark.backbones.formats import FORMATS
 from benchmark.cli import main
+from tests.support.fake_checkpoints import make_gloria, random_resnet, reference_levels
 
 X = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(1))
 

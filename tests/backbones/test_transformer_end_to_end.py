@@ -9,7 +9,10 @@ import math
 
 import pytest
 import torch
-from transformer_checkpoints import (
+
+from benchmark.runs import RunOptions, evaluate
+from tasks.registry import get_task
+from tests.support.transformer_checkpoints import (
     make_biomedclip,
     make_chexzero,
     make_medclip_swin,
@@ -17,9 +20,6 @@ from transformer_checkpoints import (
     make_mrm,
     make_rad_dino,
 )
-
-from benchmark.runs import RunOptions, evaluate
-from tasks.registry import get_task
 
 pytestmark = pytest.mark.slow
 pytest.importorskip("open_clip")

@@ -10,12 +10,23 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from leaderboard_records import IMN, MINE, RND, T1, T2, T3, VALUES, make_record, pct, write_scenario
 from scipy import stats as sps
 
 from benchmark import leaderboard as lbm
 from benchmark.cli import main
 from tasks.registry import TASKS
+from tests.support.leaderboard_records import (
+    IMN,
+    MINE,
+    RND,
+    T1,
+    T2,
+    T3,
+    VALUES,
+    make_record,
+    pct,
+    write_scenario,
+)
 
 
 @pytest.fixture(scope="module")

@@ -564,6 +564,6 @@ def test_every_metric_key_is_declared_and_documented(tmp_path):
         base = re.sub(r"@[0-9.]+$", "", k) if "@" in k else re.sub(r"\..*$", "", k)
         assert base in declared, k
     assert {"mAP_coco", "froc_all_predictions", "froc_shape", "dice_present_classes"} <= keys
-    readme = (Path(__file__).resolve().parents[1] / "results" / "README.md").read_text()
+    readme = (Path(__file__).resolve().parents[2] / "results" / "README.md").read_text()
     for k in SECONDARY_METRICS:
         assert f"`{k}`" in readme, k

@@ -20,7 +20,7 @@ from tasks.errors import DatasetError
 from tasks.prepare import prepare
 from tasks.registry import get_task
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 TASK = get_task("rsna_linear_10")
 BASE = 'id = "mine"\nhead = "linear"\nlr = 1e-3\n'
 DATA = '\n[data]\nformat = "masks"\nimages = "images"\nmasks = "masks"\nclasses = ["a"]\n'

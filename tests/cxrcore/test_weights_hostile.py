@@ -18,7 +18,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from fake_checkpoints import random_resnet
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -33,6 +32,7 @@ from cxrcore.weights import (
     load_weights,
     mmengine_path,
 )
+from tests.support.fake_checkpoints import random_resnet
 
 DEPTH = 500_000
 P2 = b"\x80\x02"
@@ -399,7 +399,7 @@ def test_inspect_approves_exactly_what_evaluate_accepts(tmp_path, capsys):
 
 
 def test_inspect_never_exports_a_three_stage_encoder(tmp_path, capsys):
-    from fake_checkpoints import make_medklip
+    from tests.support.fake_checkpoints import make_medklip
 
     path = tmp_path / "checkpoint_final.pth"
     torch.save({"model": make_medklip(random_resnet("resnet50"))}, path)

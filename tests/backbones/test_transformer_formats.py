@@ -1,5 +1,5 @@
 """Transformer checkpoint formats: each layout, built by the method's public model code
-(tests/transformer_checkpoints.py), is detected from its keys, every key is accounted for, and the converted
+(tests/support/transformer_checkpoints.py), is detected from its keys, every key is accounted for, and the converted
 encoder gives the original module's features on the same input."""
 
 from __future__ import annotations
@@ -10,7 +10,10 @@ import re
 import pytest
 import torch
 import torch.nn.functional as F
-from transformer_checkpoints import (
+
+from benchmark.backbones import BackboneError, CXRBackbone, build_encoder, parse_spec
+from benchmark.backbones.formats import FormatError, UnmappedKeysError
+from tests.support.transformer_checkpoints import (
     make_biomedclip,
     make_chexzero,
     make_medclip_swin,
@@ -18,9 +21,6 @@ from transformer_checkpoints import (
     make_mrm,
     make_rad_dino,
 )
-
-from benchmark.backbones import BackboneError, CXRBackbone, build_encoder, parse_spec
-from benchmark.backbones.formats import FormatError, UnmappedKeysError
 
 pytest.importorskip("timm")
 pytest.importorskip("transformers")

@@ -13,11 +13,11 @@ import timm
 import torch
 from huggingface_hub.utils import EntryNotFoundError
 from safetensors.torch import save_file
-from test_hostile_checkpoints import DEEP, SIZE_ATTACKS, _call_pickle, _Touch, zip_with
 from timm.models import _hub
 
 from benchmark.backbones import BackboneError, WeightsFileError, build_encoder, parse_spec
 from benchmark.backbones import timm_models as tb
+from tests.cxrcore.test_weights_hostile import DEEP, SIZE_ATTACKS, _call_pickle, _Touch, zip_with
 
 
 class FakeDownloads:

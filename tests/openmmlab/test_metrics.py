@@ -132,7 +132,7 @@ def test_detection_metric_coco_keys_equal_pycocotools(tmp_path):
         [({}, {"img_id": 1, "bboxes": np.zeros((0, 4)), "scores": np.zeros(0), "labels": np.zeros(0, int)})]
     )
     assert empty["mAP_coco"] == 0.0 and not math.isnan(empty["mAP_coco_50"])
-    assert empty["mAP"] == 0.0 and empty["mAP_50"] == 0.0  # LoVT's definition (tests/test_published_metrics.py)
+    assert empty["mAP"] == 0.0 and empty["mAP_50"] == 0.0  # LoVT's definition (tests/openmmlab/test_published_metrics.py)
 
 
 def test_froc_all_predictions_hand_computed():

@@ -25,9 +25,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from leaderboard_records import T2, write_scenario
 
 from benchmark.leaderboard import write_leaderboard
+from tests.support.leaderboard_records import T2, write_scenario
 
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 BROWSER_FLAGS = [

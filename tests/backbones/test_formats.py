@@ -10,7 +10,11 @@ import types
 
 import pytest
 import torch
-from fake_checkpoints import (
+from torch import nn
+
+from benchmark.backbones import BackboneKeyError, CXRBackbone, build_encoder, parse_spec
+from benchmark.backbones.formats import FormatError, UnmappedKeysError
+from tests.support.fake_checkpoints import (
     FakeBert,
     make_biovil,
     make_gloria,
@@ -21,10 +25,6 @@ from fake_checkpoints import (
     random_resnet,
     reference_levels,
 )
-from torch import nn
-
-from benchmark.backbones import BackboneKeyError, CXRBackbone, build_encoder, parse_spec
-from benchmark.backbones.formats import FormatError, UnmappedKeysError
 
 X = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
 

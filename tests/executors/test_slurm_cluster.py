@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 CXRBENCH = Path(sys.executable).parent / "cxrbench"
 TASK = "rsna_linear_100"
 SEEDS = 3

@@ -7,7 +7,7 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 LOADER = ROOT / "cxrcore" / "weights.py"
 SOURCES = ("benchmark", "pretrain", "cxrcore", "tasks", "scripts", "tests")
 MARK = "# bare load on purpose"

@@ -23,7 +23,7 @@ from tasks.image import Geometry, pad_to_square, prepare_image, prepare_mask
 from tasks.prepare import MIN_IMAGE_SIDE, prepare
 from tasks.rle import MAX_RLE_VALUE, RLEError, decode_siim_rle, parse_rle
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def copy(src, tmp_path, name="raw"):
