@@ -244,18 +244,18 @@ def test_pyramid_frozen_and_resolution_option(tmp_path):
     assert parse_spec(f"{path}#norm=task,res=448").resolution == 448
 
 
-def test_cli_backbones_and_inspect_explain_them(tmp_path, capsys):
-    from benchmark.cli import main
-
-    assert main(["backbones"]) == 0
-    listing = capsys.readouterr().out
+def test_cli_backbones_and_inspect_explain_them(tmp_path, cli):
+    backbones = cli("backbones")
+    assert backbones.code == 0
+    listing = backbones.out
     for name in ("rad-dino", "biomedclip", "chexzero", "mrm", "mgca-vit", "medclip-swin"):
         assert f"  {name}" in listing
     assert "trained at 518 px" in listing and "SPEC#res=N" in listing
     folder = tmp_path / "rad-dino"
     make_rad_dino(folder, image_size=56)
-    assert main(["inspect", str(folder)]) == 0
-    out = capsys.readouterr().out
+    inspected = cli("inspect", folder)
+    assert inspected.code == 0
+    out = inspected.out
     assert "format        rad-dino - RAD-DINO (Hugging Face Dinov2)" in out
     assert "transformer   vit: patch 14, 2 blocks of 64, 2 heads; trained at 56 px" in out
     assert "tokens        last block's patch tokens after the final LayerNorm" in out
@@ -265,6 +265,7 @@ def test_cli_backbones_and_inspect_explain_them(tmp_path, capsys):
     export = tmp_path / "rad_dino_vit.safetensors"
     # evaluate could not read a plain timm ViT state dict back (heads, resolution, input convention are
     # lost), so inspect writes none, as for every file evaluate would reject
-    assert main(["inspect", str(folder), "--export", str(export)]) == 1
-    assert "not exported: a rad-dino transformer encoder" in capsys.readouterr().err
+    refused = cli("inspect", folder, "--export", export)
+    assert refused.code == 1
+    assert "not exported: a rad-dino transformer encoder" in refused.err
     assert not export.exists()

@@ -9,8 +9,6 @@ import json
 import logging
 import pickle
 import struct
-import subprocess
-import sys
 import time
 import zipfile
 from collections import OrderedDict
@@ -22,7 +20,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from benchmark.backbones import BackboneKeyError, parse_spec
-from benchmark.cli import main
 from cxrcore.weights import (
     MAX_DEPTH,
     MAX_PLACEHOLDERS,
@@ -121,19 +118,14 @@ def test_deep_nesting_is_a_clear_error(tmp_path, kind, container):
     assert str(path) in str(err) and f"deeper than {MAX_DEPTH}" in str(err)
 
 
-def test_deep_key_does_not_crash_inspect_or_evaluate(tmp_path):
+def test_deep_key_does_not_crash_inspect_or_evaluate(tmp_path, cli):
     """The file that killed `inspect` and `evaluate` with SIGSEGV: now exit code 2 and a message."""
     path = zip_with(tmp_path, "deep.pth", DEEP["tuple-key"])
     evaluate = ["evaluate", "--backbone", str(path), "--tasks", "rsna_yolov3_frozen_10", "--data", str(tmp_path)]
     for command in (["inspect", str(path)], evaluate, [*evaluate, "--workers", "2"]):
-        proc = subprocess.run(
-            [sys.executable, "-m", "benchmark.cli", *command, *(["--out", str(tmp_path / "o")] if len(command) > 2 else [])],
-            capture_output=True,
-            text=True,
-            timeout=600,
-        )
-        assert proc.returncode in (1, 2), (command, proc.returncode, proc.stderr[-2000:])
-        assert str(path) in proc.stderr + proc.stdout and "deeper than" in proc.stderr + proc.stdout
+        proc = cli.run(*command, *(["--out", str(tmp_path / "o")] if len(command) > 2 else []), timeout=600)
+        assert proc.code in (1, 2), (command, proc.code, proc.err[-2000:])
+        assert str(path) in proc.err + proc.out and "deeper than" in proc.err + proc.out
     with pytest.raises(CheckpointError, match="deeper than"):
         parse_spec(str(path))  # what evaluate's planning resolves
 
@@ -312,14 +304,14 @@ def _payloads(tmp_path: Path, marker: Path, state: dict | None = None) -> list[P
     return out
 
 
-def test_payloads_never_run_in_inspect_and_evaluate(tmp_path, no_weights_only, capsys):
+def test_payloads_never_run_in_inspect_and_evaluate(tmp_path, no_weights_only, cli):
     marker = tmp_path / "pwned"
     for path in _payloads(tmp_path, marker):
-        code = main(["inspect", str(path), "--export", str(tmp_path / "out.safetensors")])
+        inspected = cli("inspect", path, "--export", tmp_path / "out.safetensors")
         if "_Open" in path.name:
-            assert code == 2 and "never runs code" in capsys.readouterr().err
+            assert inspected.code == 2 and "never runs code" in inspected.err
         else:  # the FileHandler name is bound to an inert stand-in: the weights load, nothing runs
-            assert code == 0 and "logging.FileHandler" in capsys.readouterr().out
+            assert inspected.code == 0 and "logging.FileHandler" in inspected.out
             assert parse_spec(str(path)).conversion["not_loaded_objects"] == ["logging.FileHandler"]
         assert not marker.exists()
     # proof that the payload is real: a bare torch.load under the same environment runs it
@@ -377,14 +369,15 @@ def test_payloads_never_run_in_pretrain_resume_and_analyze(tmp_path, no_weights_
 # ------------------------------------------------------------------------------------------ inspect = evaluate
 
 
-def test_inspect_approves_exactly_what_evaluate_accepts(tmp_path, capsys):
+def test_inspect_approves_exactly_what_evaluate_accepts(tmp_path, cli):
     net = random_resnet("resnet18")
     state = {k: v for k, v in net.state_dict().items() if not k.startswith("layer4")}
     path = tmp_path / "no_layer4.pt"
     torch.save(state, path)
     out = tmp_path / "exported.safetensors"
-    assert main(["inspect", str(path), "--export", str(out)]) == 1
-    text = capsys.readouterr().out
+    refused = cli("inspect", path, "--export", out)
+    assert refused.code == 1
+    text = refused.out
     assert "missing keys" in text and "layer4.0.conv1.weight" in text and not out.exists()
     with pytest.raises(BackboneKeyError, match=r"no_layer4.pt: .*\n  missing keys \(25\): layer4"):
         parse_spec(str(path))  # evaluate's resolution: the same check, before any run
@@ -392,21 +385,23 @@ def test_inspect_approves_exactly_what_evaluate_accepts(tmp_path, capsys):
     bad = dict(net.state_dict())
     bad["layer1.0.conv1.weight"] = torch.zeros(3, 3, 3, 3)
     torch.save(bad, path)
-    assert main(["inspect", str(path), "--json"]) == 1
-    assert "shape mismatch for key 'layer1.0.conv1.weight'" in json.loads(capsys.readouterr().out)["error"]
+    mismatch = cli("inspect", path, "--json")
+    assert mismatch.code == 1
+    assert "shape mismatch for key 'layer1.0.conv1.weight'" in json.loads(mismatch.out)["error"]
     with pytest.raises(BackboneKeyError, match="shape mismatch"):
         parse_spec(str(path))
 
 
-def test_inspect_never_exports_a_three_stage_encoder(tmp_path, capsys):
+def test_inspect_never_exports_a_three_stage_encoder(tmp_path, cli):
     from tests.support.fake_checkpoints import make_medklip
 
     path = tmp_path / "checkpoint_final.pth"
     torch.save({"model": make_medklip(random_resnet("resnet50"))}, path)
     assert parse_spec(str(path)).format == "medklip"  # evaluate takes it (C5 = max-pooled C4) ...
     out = tmp_path / "medklip.safetensors"
-    assert main(["inspect", str(path), "--export", str(out)]) == 1  # ... but not as a torchvision file
-    assert "evaluate would reject" in capsys.readouterr().err and not out.exists()
+    refused = cli("inspect", path, "--export", out)
+    assert refused.code == 1  # ... but not as a torchvision file
+    assert "evaluate would reject" in refused.err and not out.exists()
 
 
 # ---------------------------------------------------------------------------------- property-based checks

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from benchmark.runs import evaluate
-from tests.executors.reference import OPTIONS, TASK, records_in
+from tests.executors.reference import OPTIONS, TASK
+from tests.support.records import records_by_key
 
 
 @pytest.fixture(scope="package")
@@ -23,6 +24,6 @@ def reference(data_root, tmp_path_factory, cache_dir):
     out = tmp_path_factory.mktemp("reference")
     options = replace(OPTIONS, feature_cache=str(cache_dir))  # as the sweeps below
     evaluate("resnet18.random", [TASK], data_root, out, seeds=[0], options=options, echo=lambda *a: None)
-    records = records_in(out)
+    records = records_by_key(out)
     assert len(records) == 3
     return records

@@ -1,11 +1,9 @@
-"""The sweep every executor is compared with: its task and options, the reader of its records, and the check
-that two sweeps wrote the same records (the fixtures that run it are in conftest.py)."""
+"""The sweep every executor is compared with: its task and options, and the check that two sweeps wrote the
+same records (the fixtures that run it are in conftest.py; records are read with tests.support.records)."""
 
 from __future__ import annotations
 
-import json
 from dataclasses import replace
-from pathlib import Path
 
 import pytest
 
@@ -15,10 +13,6 @@ from tasks.registry import get_task
 OPTIONS = RunOptions(max_epochs=1, batch_size=2, progress=False)
 # two grid values keep the sweep short: 2 lr-search runs, then 1 final run at the chosen value
 TASK = replace(get_task("rsna_linear_10"), lr_grid=(3e-2, 1e-3))
-
-
-def records_in(out: Path) -> dict[str, dict]:
-    return {p.stem: json.loads(p.read_text()) for p in sorted((out / "runs").glob("*/*/*.json"))}
 
 
 def assert_same_records(got: dict[str, dict], ref: dict[str, dict]) -> None:

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.executors.reference import assert_same_records, records_in
+from tests.executors.reference import assert_same_records
+from tests.support.records import records_by_key
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -60,18 +61,18 @@ def test_sweep_killed_and_restarted_with_two_workers_matches_single_worker(
     after_records, delay = rng.choice([0, 1, 2]), rng.uniform(0.0, 4.0)
     killed = _sweep(data_root, out, 2, cache_dir)
     deadline = time.time() + 300
-    while len(records_in(out)) < after_records and killed.poll() is None and time.time() < deadline:
+    while len(records_by_key(out)) < after_records and killed.poll() is None and time.time() < deadline:
         time.sleep(0.2)
     time.sleep(delay)
     if killed.poll() is None:
         os.killpg(killed.pid, signal.SIGKILL)  # the sweep and its workers, without any chance to clean up
     killed.wait()
     delay = (after_records, delay)
-    before = records_in(out)
+    before = records_by_key(out)
     restarted = _sweep(data_root, out, 2, cache_dir)
     log, _ = restarted.communicate(timeout=600)
     assert restarted.returncode == 0, log
-    after = records_in(out)
+    after = records_by_key(out)
     assert_same_records(after, reference)
     # the restart ran exactly the runs that were missing, each once, sharing them between both workers
     ran = [line.rsplit("/", 1)[-1].removesuffix(".json") for line in log.splitlines() if " -> " in line]
@@ -80,9 +81,7 @@ def test_sweep_killed_and_restarted_with_two_workers_matches_single_worker(
 
 
 @pytest.mark.slow
-def test_cli_local_workers(data_root, reference, cache_dir, tmp_path, capsys):
-    from benchmark.cli import main
-
+def test_cli_local_workers(data_root, reference, cache_dir, tmp_path, cli):
     common = [
         "evaluate",
         "--backbone",
@@ -105,14 +104,17 @@ def test_cli_local_workers(data_root, reference, cache_dir, tmp_path, capsys):
         "--feature-cache",
         str(cache_dir),
     ]
-    assert main([*common, "--executor", "slurm", "--workers", "2"]) == 2
-    assert "--workers is for the local executor" in capsys.readouterr().err
+    both = cli(*common, "--executor", "slurm", "--workers", "2")
+    assert both.code == 2
+    assert "--workers is for the local executor" in both.err
     if shutil.which("sbatch") is None:
-        assert main([*common, "--executor", "slurm"]) == 2
-        assert "no Slurm here" in capsys.readouterr().err
-    assert main([*common, "--workers", "2"]) == 0
-    out = capsys.readouterr().out
+        no_slurm = cli(*common, "--executor", "slurm")
+        assert no_slurm.code == 2
+        assert "no Slurm here" in no_slurm.err
+    workers = cli(*common, "--workers", "2")
+    assert workers.code == 0
+    out = workers.out
     assert "on 2 local worker(s)" in out and "2 run(s) ok, 0 failed" in out
-    records = records_in(tmp_path / "out")
+    records = records_by_key(tmp_path / "out")
     assert sorted(r["seed"] for r in records.values()) == [0, 1]
     assert all(r["feature_cache"]["root"] == str(cache_dir) for r in records.values())

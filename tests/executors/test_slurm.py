@@ -1,4 +1,4 @@
-"""Slurm job arrays (benchmark.executors.slurm) through submitit's local executor, and the record of a dead job."""
+"""Slurm job arrays (benchmark.executors.slurm) through submitit's local cluster; the record of a dead job."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ from dataclasses import replace
 
 import pytest
 
-from tests.executors.reference import OPTIONS, TASK, assert_same_records, records_in
+from tests.executors.reference import OPTIONS, TASK, assert_same_records
+from tests.support.records import records_by_key
 
 
 @pytest.mark.slow
@@ -29,7 +30,7 @@ def test_slurm_executor_with_submitit_local_cluster(data_root, reference, cache_
     assert "stage 1" in log and "submitted 1 run(s)" in log and "stage 2" in log, log
     assert log.count("submitted 1 run(s) as job array") == 2, log
     assert [r["phase"] for r in records] == ["lr_search", "lr_search", "final"]
-    assert_same_records(records_in(out), reference)
+    assert_same_records(records_by_key(out), reference)
     assert list((tmp_path / "slurm").glob("*_log.out"))  # submitit's per-job logs
     # resume-safe: everything is recorded, so a second call submits nothing
     lines.clear()

@@ -20,6 +20,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.records import records_by_key
+
 REPO = Path(__file__).resolve().parents[2]
 CXRBENCH = Path(sys.executable).parent / "cxrbench"
 TASK = "rsna_linear_100"
@@ -77,10 +79,6 @@ def _finish(proc: subprocess.Popen, timeout: float = 600) -> str:
     return log
 
 
-def _records(out: Path) -> dict[str, dict]:
-    return {p.stem: json.loads(p.read_text()) for p in sorted((out / "runs").glob("*/*/*.json"))}
-
-
 def _arrays(log: str) -> list[str]:
     return [line.rsplit(" ", 1)[-1] for line in log.splitlines() if "as job array" in line]
 
@@ -127,7 +125,7 @@ def test_sweep_cancel_and_rerun_on_real_slurm(tiny_data, tmp_path):
     log = _finish(proc)
     assert proc.returncode == 1, log  # the sweep finished, with one failed run
     assert "submitted 3 run(s) as job array" in log, log
-    records = _records(out)
+    records = records_by_key(out)
     assert len(records) == SEEDS, log
     failed = {k: r for k, r in records.items() if r["status"] != "ok"}
     assert list(failed) == [key], log
@@ -144,7 +142,7 @@ def test_sweep_cancel_and_rerun_on_real_slurm(tiny_data, tmp_path):
     log2 = _finish(again)
     assert again.returncode == 0, log2
     assert "submitted 1 run(s) as job array" in log2, log2
-    after = _records(out)
+    after = records_by_key(out)
     assert sorted(after) == sorted(records), log2  # no missing run, no extra one
     assert all(r["status"] == "ok" for r in after.values()), log2
     assert {k: r["finished_at"] for k, r in after.items() if k != key} == {
@@ -165,7 +163,7 @@ def test_two_submitting_commands_at_once_train_each_run_once(tiny_data, tmp_path
     for p, log in zip(procs, logs):
         assert p.returncode == 0, log
         assert f"{SEEDS} run(s) ok, 0 failed" in log, log
-    records = _records(out)
+    records = records_by_key(out)
     assert len(records) == SEEDS and all(r["status"] == "ok" for r in records.values())
     # each run was trained by exactly one job; the other command's job (if it submitted one) skipped it
     both = "\n".join(logs)

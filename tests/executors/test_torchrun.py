@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.executors.reference import records_in
+from tests.support.records import records_by_key
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -53,7 +53,7 @@ def test_torchrun_two_processes_gloo_writes_one_record(data_root, reference, tmp
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600, cwd=tmp_path)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert proc.stdout.count("run(s) ok") == 1  # rank 0 alone reports
-    (record,) = records_in(out).values()
+    (record,) = records_by_key(out).values()
     single = next(iter(reference.values()))
     assert set(record) == set(single)  # the same record schema as a one-process run
     assert record["status"] == "ok" and record["world_size"] == 2 and single["world_size"] == 1

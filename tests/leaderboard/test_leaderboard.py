@@ -13,7 +13,6 @@ import pytest
 from scipy import stats as sps
 
 from benchmark import leaderboard as lbm
-from benchmark.cli import main
 from tasks.registry import TASKS
 from tests.support.leaderboard_records import (
     IMN,
@@ -27,6 +26,7 @@ from tests.support.leaderboard_records import (
     pct,
     write_scenario,
 )
+from tests.support.records import record_files
 
 
 @pytest.fixture(scope="module")
@@ -254,7 +254,7 @@ def test_byte_identical_reruns(runs, tmp_path):
         lbm.write_leaderboard(runs, out, reference=True, baseline=IMN)
     # The same records split over two folders, given in the other order: the same output.
     split1, split2 = tmp_path / "s1", tmp_path / "s2"
-    for p in sorted(Path(runs, "runs").rglob("*.json")):
+    for p in record_files(runs):
         dest = (
             (split1 if p.parent.parent.name == IMN else split2) / "runs" / p.relative_to(Path(runs, "runs"))
         )
@@ -326,22 +326,12 @@ def test_unreadable_record_is_reported_not_fatal(runs, tmp_path):
         bad.unlink()
 
 
-def test_cli(runs, tmp_path, capsys):
+def test_cli(runs, tmp_path, cli):
     out = tmp_path / "lb"
-    rc = main(
-        [
-            "leaderboard",
-            "--runs",
-            str(runs),
-            "--out",
-            str(out),
-            "--reference",
-            "--baseline",
-            "published:ImageNet",
-        ]
-    )
-    assert rc == 0
-    printed = capsys.readouterr().out
+    baseline = "published:ImageNet"
+    written = cli("leaderboard", "--runs", runs, "--out", out, "--reference", "--baseline", baseline)
+    assert written.code == 0
+    printed = written.out
     assert f"{MINE} beats published:ImageNet on 2 of 3 tasks (significant: 2)" in printed
     for rel in [
         "leaderboard.csv", "leaderboard.md", "leaderboard.html", "runs.csv", "comparison.csv", "summary.txt",
@@ -355,21 +345,24 @@ def test_cli(runs, tmp_path, capsys):
         with Image.open(out / png) as im:
             assert im.size[0] > 400 and len(np.unique(np.asarray(im.convert("L")))) > 10  # a real picture
     # A second call for one task removes what the first wrote for the others.
-    assert main(["leaderboard", "--runs", str(runs), "--out", str(out), "--tasks", T1, "--no-plots"]) == 0
+    assert cli("leaderboard", "--runs", runs, "--out", out, "--tasks", T1, "--no-plots").code == 0
     assert sorted(p.name for p in (out / "tasks").iterdir()) == [f"{T1}.csv"]
     assert not (out / "plots" / "tasks.png").exists() and not (out / "comparison.csv").exists()
 
 
-def test_cli_errors(runs, tmp_path, capsys):
-    assert main(["leaderboard", "--runs", str(runs), "--out", str(tmp_path), "--baseline", "nope"]) == 2
-    err = capsys.readouterr().err
+def test_cli_errors(runs, tmp_path, cli):
+    nope = cli("leaderboard", "--runs", runs, "--out", tmp_path, "--baseline", "nope")
+    assert nope.code == 2
+    err = nope.err
     assert "baseline 'nope'" in err and IMN in err
-    assert main(["leaderboard", "--runs", str(tmp_path / "absent"), "--out", str(tmp_path)]) == 2
-    assert "does not exist" in capsys.readouterr().err
+    absent = cli("leaderboard", "--runs", tmp_path / "absent", "--out", tmp_path)
+    assert absent.code == 2
+    assert "does not exist" in absent.err
     (tmp_path / "empty").mkdir()
-    assert main(["leaderboard", "--runs", str(tmp_path / "empty"), "--out", str(tmp_path / "o")]) == 2
-    assert "no run records" in capsys.readouterr().err
-    assert main(["leaderboard", "--runs", str(runs), "--out", str(tmp_path), "--tasks", "bogus"]) == 2
+    empty = cli("leaderboard", "--runs", tmp_path / "empty", "--out", tmp_path / "o")
+    assert empty.code == 2
+    assert "no run records" in empty.err
+    assert cli("leaderboard", "--runs", runs, "--out", tmp_path, "--tasks", "bogus").code == 2
 
 
 def test_markdown(plain):
@@ -392,12 +385,12 @@ def test_csv_is_plain_and_sorted(plain):
 
 
 @pytest.mark.slow
-def test_leaderboard_of_real_evaluate_records(data_root, tmp_path):
+def test_leaderboard_of_real_evaluate_records(data_root, tmp_path, cli):
     """Records written by `cxrbench evaluate` itself (untrained heads, 0 epochs: quick) -> leaderboard."""
     out = tmp_path / "out"
     argv = ["evaluate", "--backbone", "resnet18.random", "--tasks", "rsna_linear_10,rsna_yolov3_frozen_10"]
     argv += ["--data", str(data_root), "--out", str(out), "--seeds", "1", "--max-epochs", "0"]
-    assert main(argv + ["--batch-size", "2", "--device", "cpu", "--quiet"]) == 0
+    assert cli(*argv, "--batch-size", "2", "--device", "cpu", "--quiet").code == 0
     records = {(r["task"], r["seed"]): r for r in lbm.load_records([out])[0]}
     res = lbm.write_leaderboard(out, tmp_path / "lb", seeds=1, reference=True, baseline="published:Random")
     for task in ("rsna_yolov3_frozen_10", "rsna_linear_10"):

@@ -90,11 +90,10 @@ def test_doctor_reports_provider_and_passes():
     assert "NMS provider" in format_report(report)
 
 
-def test_doctor_cli_json(capsys):
+def test_doctor_cli_json(cli):
     import json
 
-    from benchmark.cli import main
-
-    assert main(["doctor", "--json"]) == 0
-    out = json.loads(capsys.readouterr().out)
+    doctor = cli("doctor", "--json")
+    assert doctor.code == 0
+    out = json.loads(doctor.out)
     assert out["ok"] and out["nms_provider"]

@@ -11,11 +11,11 @@ from dataclasses import replace
 import pytest
 from mmengine.hooks import Hook
 
-from benchmark.cli import main
 from cxrcore.weights import load_checkpoint
 from pretrain.config import AugmentConfig, ModelConfig, TrainConfig, preset_config
 from pretrain.data.manifest import read_manifest
 from pretrain.train import PretrainError, prepare_synthetic, pretrain
+from tests.support.records import read_records
 
 pytestmark = pytest.mark.slow
 
@@ -37,7 +37,7 @@ class StopAfterEpoch(Hook):
             raise Interrupted(f"stopped after epoch {self.epoch}")
 
 
-def test_pretraining_lowers_the_loss_resumes_and_exports(tmp_path, data_root, capsys):
+def test_pretraining_lowers_the_loss_resumes_and_exports(tmp_path, data_root, cli):
     from benchmark.backbones import build_encoder
 
     manifest, bert = prepare_synthetic(tmp_path, n=24, size=64)
@@ -90,15 +90,13 @@ def test_pretraining_lowers_the_loss_resumes_and_exports(tmp_path, data_root, ca
     assert info["sha256"] == sha256_file(result.backbone) and info["normalization"]["image_size"] == 64
     encoder, spec = build_encoder(str(result.backbone))
     assert spec.arch == "resnet18"
-    rc = main(
-        [
-            "evaluate", "--backbone", str(result.backbone), "--tasks", "rsna_linear_100", "--data", str(data_root),
-            "--out", str(tmp_path / "eval"), "--seeds", "1", "--max-epochs", "0", "--device", "cpu", "--quiet",
-            "--no-lr-search",
-        ]
+    evaluated = cli(
+        "evaluate", "--backbone", result.backbone, "--tasks", "rsna_linear_100", "--data", data_root,
+        "--out", tmp_path / "eval", "--seeds", "1", "--max-epochs", "0", "--device", "cpu", "--quiet",
+        "--no-lr-search",
     )  # fmt: skip
-    assert rc == 0, capsys.readouterr().err
-    (record,) = [json.loads(p.read_text()) for p in (tmp_path / "eval" / "runs").glob("*/*/*.json")]
+    assert evaluated.code == 0, evaluated.err
+    (record,) = read_records(tmp_path / "eval")
     assert record["status"] == "ok" and record["backbone"]["sha256"] == info["sha256"]
 
     again: list[str] = []
@@ -108,18 +106,16 @@ def test_pretraining_lowers_the_loss_resumes_and_exports(tmp_path, data_root, ca
         pretrain(replace(cfg, train=replace(cfg.train, lr=5e-4)), pairs, out, progress=False)
 
 
-def test_cli_ablate_then_analyze(tmp_path, data_root, capsys):
+def test_cli_ablate_then_analyze(tmp_path, data_root, cli):
     out = tmp_path / "ablate"
     common = ["--synthetic", "--synthetic-n", "20", "--synthetic-size", "64", "--device", "cpu", "--quiet"]
-    rc = main(
-        [
-            "ablate", "--presets", "clip,lovt", "--tasks", "rsna_linear_100", "--bench-data", str(data_root),
-            "--out", str(out), "--image-size", "64", "--epochs", "1", "--batch-size", "4", "--accumulate", "2",
-            "--max-epochs", "0", "--no-lr-search", *common,
-        ]
+    ablated = cli(
+        "ablate", "--presets", "clip,lovt", "--tasks", "rsna_linear_100", "--bench-data", data_root,
+        "--out", out, "--image-size", "64", "--epochs", "1", "--batch-size", "4", "--accumulate", "2",
+        "--max-epochs", "0", "--no-lr-search", *common,
     )  # fmt: skip
-    printed = capsys.readouterr().out
-    assert rc == 0, printed
+    printed = ablated.out
+    assert ablated.code == 0, printed
     table = printed[printed.index("test dice") :]
     assert "clip" in table and "lovt" in table and "rsna_linear_100" in table
     rows = (out / "ablation.csv").read_text().splitlines()
@@ -148,8 +144,9 @@ def test_cli_ablate_then_analyze(tmp_path, data_root, capsys):
     tables = {}
     for preset in ("clip", "lovt"):
         report = tmp_path / f"analysis-{preset}.json"
-        assert main(["analyze", "--backbone", str(out / "pretrain" / preset), "--json", str(report), *common]) == 0
-        printed = capsys.readouterr().out
+        analyzed = cli("analyze", "--backbone", out / "pretrain" / preset, "--json", report, *common)
+        assert analyzed.code == 0
+        printed = analyzed.out
         tables[preset] = [line.split()[:2] for line in printed[printed.index("\nlocal ") :].splitlines()[1:7]]
         result = json.loads(report.read_text())
         assert 0 <= result["global"]["alignment"] <= 4
@@ -160,57 +157,31 @@ def test_cli_ablate_then_analyze(tmp_path, data_root, capsys):
     assert tables["clip"] == tables["lovt"] and len(tables["clip"]) == 6
 
     checkpoint = out / "pretrain" / "lovt" / "work" / "epoch_1.pth"  # a checkpoint of the run
-    assert main(["analyze", "--backbone", str(checkpoint), *common]) == 0
-    assert "preset lovt, both modalities" in capsys.readouterr().out
+    analyzed = cli("analyze", "--backbone", checkpoint, *common)
+    assert analyzed.code == 0
+    assert "preset lovt, both modalities" in analyzed.out
 
     report = tmp_path / "analysis.json"
-    rc = main(["analyze", "--backbone", "resnet18.random", "--json", str(report), *common])
-    assert rc == 0
+    assert cli("analyze", "--backbone", "resnet18.random", "--json", report, *common).code == 0
     image_only = json.loads(report.read_text())
     assert "report" not in image_only["global"] and "alignment" not in image_only["global"]
     assert image_only["local"]["features"]["image"]["per_sample_uniformity"] <= 0
 
 
-def test_cli_errors(tmp_path, capsys):
-    assert (
-        main(
-            ["pretrain", "--preset", "lovt", "--manifest", str(tmp_path / "none.csv"), "--out", str(tmp_path)]
-        )
-        == 2
-    )
-    assert "manifest not found" in capsys.readouterr().err
-    rc = main(
-        [
-            "ablate",
-            "--presets",
-            "clip,nope",
-            "--synthetic",
-            "--tasks",
-            "rsna",
-            "--bench-data",
-            str(tmp_path),
-            "--out",
-            str(tmp_path),
-        ]
-    )
-    assert rc == 2 and "unknown preset(s) nope" in capsys.readouterr().err
-    rc = main(
-        [
-            "ablate",
-            "--presets",
-            "clip",
-            "--synthetic",
-            "--tasks",
-            "rsna_linear_100",
-            "--bench-data",
-            str(tmp_path),
-            "--out",
-            str(tmp_path / "o"),
-        ]
-    )
-    assert rc == 2 and "cxrbench prepare rsna" in capsys.readouterr().err
+def test_cli_errors(tmp_path, cli):
+    missing = cli("pretrain", "--preset", "lovt", "--manifest", tmp_path / "none.csv", "--out", tmp_path)
+    assert missing.code == 2
+    assert "manifest not found" in missing.err
+    r = cli(
+        "ablate", "--presets", "clip,nope", "--synthetic", "--tasks", "rsna", "--bench-data", tmp_path,
+        "--out", tmp_path,
+    )  # fmt: skip
+    assert r.code == 2 and "unknown preset(s) nope" in r.err
+    r = cli(
+        "ablate", "--presets", "clip", "--synthetic", "--tasks", "rsna_linear_100", "--bench-data", tmp_path,
+        "--out", tmp_path / "o",
+    )  # fmt: skip
+    assert r.code == 2 and "cxrbench prepare rsna" in r.err
     assert not (tmp_path / "o" / "pretrain").exists()  # nothing pretrained before the task check
-    rc = main(
-        ["pretrain", "--preset", "lovt", "--synthetic", "--weight", "bogus=1", "--out", str(tmp_path / "p")]
-    )
-    assert rc == 2 and "TERM=VALUE" in capsys.readouterr().err
+    r = cli("pretrain", "--preset", "lovt", "--synthetic", "--weight", "bogus=1", "--out", tmp_path / "p")
+    assert r.code == 2 and "TERM=VALUE" in r.err

@@ -1,4 +1,5 @@
-"""Claim files: exclusive, released, taken over when stale, kept fresh by a heartbeat (benchmark.runs.claims)."""
+"""Claim files (benchmark.runs.claims): exclusive, released, taken over when stale, kept fresh by a
+heartbeat."""
 
 from __future__ import annotations
 

@@ -8,21 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from benchmark.cli import main
+from tests.support.records import read_records, record_files
 
 pytestmark = pytest.mark.slow
 
 
-def load_records(out: Path) -> list[dict]:
-    return [json.loads(p.read_text()) for p in sorted((out / "runs").glob("*/*/*.json"))]
-
-
-def test_cli_prepare_then_evaluate_both_tasks(fake_rsna, tmp_path, capsys):
+def test_cli_prepare_then_evaluate_both_tasks(fake_rsna, tmp_path, cli):
     data = tmp_path / "data"
-    assert (
-        main(["prepare", "rsna", "--raw", str(fake_rsna), "--out", str(data), "--workers", "2", "--quiet"])
-        == 0
-    )
+    assert cli("prepare", "rsna", "--raw", fake_rsna, "--out", data, "--workers", "2", "--quiet").code == 0
     out = tmp_path / "out"
     argv = [
         "evaluate",
@@ -45,8 +38,9 @@ def test_cli_prepare_then_evaluate_both_tasks(fake_rsna, tmp_path, capsys):
         "--quiet",
         "--no-lr-search",
     ]
-    assert main(argv) == 0
-    records = load_records(out)
+    evaluated = cli(*argv)
+    assert evaluated.code == 0
+    records = read_records(out)
     assert sorted(r["task"] for r in records) == ["rsna_linear_10", "rsna_yolov3_frozen_10"]
     manifest = json.loads((data / "rsna" / "manifest.json").read_text())
     for r in records:
@@ -68,16 +62,17 @@ def test_cli_prepare_then_evaluate_both_tasks(fake_rsna, tmp_path, capsys):
         assert math.isfinite(r["metrics"]["val"]["loss"])
         assert r["test_score"] == metrics[r["primary_metric"]]
     assert not list((out / "work").rglob("*.pth"))  # checkpoints are removed once the record is written
-    assert "2 run(s) ok, 0 failed" in capsys.readouterr().out
+    assert "2 run(s) ok, 0 failed" in evaluated.out
 
     # a second call finds both records and runs nothing
-    before = {p: p.stat().st_mtime for p in (out / "runs").glob("*/*/*.json")}
-    assert main(argv) == 0
-    assert {p: p.stat().st_mtime for p in (out / "runs").glob("*/*/*.json")} == before
-    assert "already recorded" in capsys.readouterr().out
+    before = {p: p.stat().st_mtime for p in record_files(out)}
+    again = cli(*argv)
+    assert again.code == 0
+    assert {p: p.stat().st_mtime for p in record_files(out)} == before
+    assert "already recorded" in again.out
 
 
-def test_linear_head_learns(data_root, tmp_path):
+def test_linear_head_learns(data_root, tmp_path, cli):
     """Frozen random ResNet-18 + linear head on fake RSNA: training must beat the untrained head."""
     common = [
         "--backbone",
@@ -95,10 +90,10 @@ def test_linear_head_learns(data_root, tmp_path):
         "--quiet",
         "--no-lr-search",
     ]
-    assert main(["evaluate", *common, "--out", str(tmp_path / "untrained"), "--max-epochs", "0"]) == 0
-    assert main(["evaluate", *common, "--out", str(tmp_path / "trained"), "--max-epochs", "15"]) == 0
-    (untrained,) = load_records(tmp_path / "untrained")
-    (trained,) = load_records(tmp_path / "trained")
+    assert cli("evaluate", *common, "--out", tmp_path / "untrained", "--max-epochs", "0").code == 0
+    assert cli("evaluate", *common, "--out", tmp_path / "trained", "--max-epochs", "15").code == 0
+    (untrained,) = read_records(tmp_path / "untrained")
+    (trained,) = read_records(tmp_path / "trained")
     assert untrained["epochs_run"] == 0 and trained["epochs_run"] >= 5
     assert trained["test_score"] > untrained["test_score"] + 0.2, (
         untrained["test_score"],
@@ -107,57 +102,30 @@ def test_linear_head_learns(data_root, tmp_path):
     assert trained["test_score"] > 0.4
 
 
-def test_unprepared_dataset_is_a_clear_error(tmp_path, capsys):
-    rc = main(
-        [
-            "evaluate",
-            "--backbone",
-            "resnet18.random",
-            "--tasks",
-            "siim_unet_frozen",
-            "--data",
-            str(tmp_path),
-            "--out",
-            str(tmp_path / "o"),
-            "--seeds",
-            "1",
-            "--device",
-            "cpu",
-        ]
-    )
-    assert rc == 2
-    assert "cxrbench prepare siim" in capsys.readouterr().err
+def test_unprepared_dataset_is_a_clear_error(tmp_path, cli):
+    argv = ["evaluate", "--backbone", "resnet18.random", "--tasks", "siim_unet_frozen", "--data", tmp_path]
+    refused = cli(*argv, "--out", tmp_path / "o", "--seeds", "1", "--device", "cpu")
+    assert refused.code == 2
+    assert "cxrbench prepare siim" in refused.err
 
 
-def test_evaluate_size_reads_data_prepared_at_that_size(fake_covid_rural, tmp_path, capsys):
+def test_evaluate_size_reads_data_prepared_at_that_size(fake_covid_rural, tmp_path, cli):
     """`prepare --size 128` writes covid_rural-128px; `evaluate` names it when --size is missing and reads it
     with --size 128; the record carries the size (part of the run key)."""
     data = tmp_path / "data"
-    assert (
-        main(
-            [
-                "prepare",
-                "covid_rural",
-                "--raw",
-                str(fake_covid_rural),
-                "--out",
-                str(data),
-                "--size",
-                "128",
-                "--quiet",
-            ]
-        )
-        == 0
-    )
+    raw = fake_covid_rural
+    prepared = cli("prepare", "covid_rural", "--raw", raw, "--out", data, "--size", "128", "--quiet")
+    assert prepared.code == 0
     common = ["evaluate", "--backbone", "resnet18.random", "--tasks", "covid_linear", "--data", str(data)]
     common += ["--seeds", "1", "--no-lr-search", "--max-epochs", "1", "--device", "cpu", "--quiet"]
-    capsys.readouterr()
-    assert main([*common, "--out", str(tmp_path / "o224")]) == 2
-    err = capsys.readouterr().err
+    unsized = cli(*common, "--out", tmp_path / "o224")
+    assert unsized.code == 2
+    err = unsized.err
     assert "covid_rural-128px" in err and "--size" in err
-    assert main([*common, "--out", str(tmp_path / "o128"), "--size", "100"]) == 2
-    assert "multiple of 32" in capsys.readouterr().err
-    assert main([*common, "--out", str(tmp_path / "o128"), "--size", "128"]) == 0
-    (record,) = load_records(tmp_path / "o128")
+    odd = cli(*common, "--out", tmp_path / "o128", "--size", "100")
+    assert odd.code == 2
+    assert "multiple of 32" in odd.err
+    assert cli(*common, "--out", tmp_path / "o128", "--size", "128").code == 0
+    (record,) = read_records(tmp_path / "o128")
     assert record["status"] == "ok" and record["task_spec"]["size"] == 128
     assert record["dataset"]["prepared"].endswith("covid_rural-128px") and record["dataset"]["size"] == 128

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import replace
-from pathlib import Path
 
 import pytest
 import torch
@@ -14,16 +12,13 @@ import benchmark.runs as run_mod
 from benchmark.backbones import parse_spec
 from benchmark.runs import RunOptions, choose_lr, evaluate, plan_run, resolve, runner_config
 from tasks.registry import get_task
+from tests.support.records import records_by_key
 
 pytestmark = pytest.mark.slow
 
 OPTIONS = RunOptions(max_epochs=1, batch_size=2, progress=False)
 # rsna_linear_10 with a two-value grid keeps the sweeps short (2 search runs + 1 final)
 TASK = replace(get_task("rsna_linear_10"), lr_grid=(3e-2, 1e-3))
-
-
-def records_in(out: Path) -> dict[str, dict]:
-    return {p.stem: json.loads(p.read_text()) for p in sorted((out / "runs").glob("*/*/*.json"))}
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +48,7 @@ def test_lr_search_then_final_runs(searched):
     assert final[0]["lr"] == choose_lr(search)
     best = max(r["val_score"] for r in search)
     assert final[0]["sweep"]["search_val_scores"][f"{final[0]['lr']:g}"] == best
-    assert len(records_in(out)) == 3
+    assert len(records_by_key(out)) == 3
 
 
 def test_choose_lr_rules():
@@ -89,7 +84,7 @@ def test_interrupted_sweep_resumes_to_the_same_records(searched, data_root, tmp_
             options=OPTIONS,
             echo=lambda *a: None,
         )
-    assert len(records_in(tmp_path)) == 1
+    assert len(records_by_key(tmp_path)) == 1
     monkeypatch.setattr(run_mod, "execute", real_execute)
     executed = []
     monkeypatch.setattr(
@@ -104,7 +99,7 @@ def test_interrupted_sweep_resumes_to_the_same_records(searched, data_root, tmp_
         options=OPTIONS,
         echo=lambda *a: None,
     )
-    resumed, ref = records_in(tmp_path), records_in(reference)
+    resumed, ref = records_by_key(tmp_path), records_by_key(reference)
     assert len(executed) == 2  # only the runs that were missing
     assert sorted(resumed) == sorted(ref)  # same keys: same tasks, lrs (incl. the chosen one) and seeds
     for key in ref:
@@ -136,7 +131,7 @@ def test_nan_run_is_recorded_as_failed_and_sweep_goes_on(data_root, tmp_path, mo
     assert [r["status"] for r in records] == ["failed", "ok"]
     assert "NonFiniteLossError" in records[0]["reason"] and "iteration 1" in records[0]["reason"]
     assert math.isfinite(records[1]["test_score"])
-    assert len(records_in(tmp_path)) == 2  # the failure has its record too
+    assert len(records_by_key(tmp_path)) == 2  # the failure has its record too
 
 
 @pytest.mark.parametrize("task_id", ["rsna_yolov3_frozen_10", "rsna_linear_10"])

@@ -14,6 +14,7 @@ import torch
 
 from benchmark.runs.claims import owner_info
 from benchmark.runs.feature_store import FeatureStore, default_root, entry_key, open_entry
+from tests.support.records import read_records
 
 IDS = ["a", "b", "c"]
 
@@ -122,14 +123,8 @@ def test_random_init_weights_digest_depends_on_the_seed():
 # --- runs on cached features match runs without -------------------------------------------------------
 
 
-def _records(out: Path) -> list[dict]:
-    return [json.loads(p.read_text()) for p in sorted((out / "runs").glob("*/*/*.json"))]
-
-
 @pytest.mark.slow
-def test_linear_task_cached_equals_uncached(data_root, tmp_path, monkeypatch):
-    from benchmark.cli import main
-
+def test_linear_task_cached_equals_uncached(data_root, tmp_path, monkeypatch, cli):
     monkeypatch.delenv("CXRBENCH_FEATURE_CACHE", raising=False)
     common = [
         "evaluate",
@@ -150,10 +145,10 @@ def test_linear_task_cached_equals_uncached(data_root, tmp_path, monkeypatch):
         "--quiet",
         "--no-lr-search",
     ]
-    assert main([*common, "--out", str(tmp_path / "plain"), "--no-feature-cache"]) == 0
-    assert main([*common, "--out", str(tmp_path / "cached")]) == 0
-    (plain,) = _records(tmp_path / "plain")
-    (cached,) = _records(tmp_path / "cached")
+    assert cli(*common, "--out", tmp_path / "plain", "--no-feature-cache").code == 0
+    assert cli(*common, "--out", tmp_path / "cached").code == 0
+    (plain,) = read_records(tmp_path / "plain")
+    (cached,) = read_records(tmp_path / "cached")
     assert plain["feature_cache"] == {"used": False} and not (tmp_path / "plain" / "feature_cache").exists()
     cache = cached["feature_cache"]
     assert cache["used"] and cache["built"] == ["train_10pct", "val", "test"] and cache["bytes"] > 0
@@ -164,8 +159,8 @@ def test_linear_task_cached_equals_uncached(data_root, tmp_path, monkeypatch):
             assert cached["metrics"][split][k] == pytest.approx(v, abs=1e-3), (split, k)
     assert cached["epochs_run"] == plain["epochs_run"] == 2
     # another learning rate (same seed, so the same random-init encoder): every entry is reused
-    assert main([*common, "--out", str(tmp_path / "cached"), "--lr", "1e-3"]) == 0
-    again = next(r for r in _records(tmp_path / "cached") if r["lr"] == 1e-3)
+    assert cli(*common, "--out", tmp_path / "cached", "--lr", "1e-3").code == 0
+    again = next(r for r in read_records(tmp_path / "cached") if r["lr"] == 1e-3)
     assert again["feature_cache"]["built"] == [] and again["feature_cache"]["bytes"] == cache["bytes"]
 
 

@@ -8,17 +8,16 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from benchmark.cli import main
 from benchmark.runs import RunOptions, check_dataset_prepared, evaluate
 from tasks.custom import TaskFileError, load_task_file
 from tasks.errors import DatasetError
 from tasks.prepare import prepare
 from tasks.registry import get_task
+from tests.support.records import record_files, records_by_key
 
 REPO = Path(__file__).resolve().parents[2]
 TASK = get_task("rsna_linear_10")
@@ -151,10 +150,10 @@ def test_prepare_never_overwrites_a_folder_another_writer_made(fake_rsna, tmp_pa
         ("--train-limit", "0", "must be >= 1"),
     ],
 )
-def test_bad_numbers_are_rejected_at_argument_parsing(option, value, says, tmp_path, capsys):
+def test_bad_numbers_are_rejected_at_argument_parsing(option, value, says, tmp_path, capsys, cli):
     argv = ["evaluate", "--backbone", "resnet18.random", "--tasks", "rsna_linear_10", "--data", str(tmp_path)]
     with pytest.raises(SystemExit) as e:
-        main([*argv, "--out", str(tmp_path / "o"), option, value])
+        cli(*argv, "--out", tmp_path / "o", option, value)
     assert e.value.code == 2
     err = capsys.readouterr().err
     assert f"argument {option}: {says}" in err, err
@@ -181,7 +180,7 @@ def test_corrupt_stats_json_fails_its_runs_and_the_sweep_goes_on(text, data_root
     assert [r["status"] for r in records] == ["failed", "failed"]  # both runs attempted and recorded
     for r in records:
         assert r["reason"].startswith(f"DatasetError: {root / 'rsna' / 'stats.json'}: "), r["reason"]
-        assert Path(tmp_path / "out" / "runs").rglob(f"{r['key']}.json")
+        assert r["key"] in records_by_key(tmp_path / "out")
 
 
 # --- a NaN validation loss after the last training step --------------------------------------------------
@@ -221,14 +220,14 @@ def test_nan_validation_loss_after_the_last_step_is_failed(data_root, tmp_path, 
 
 
 @pytest.mark.slow
-def test_two_plain_evaluates_never_train_the_same_run(data_root, tmp_path):
+def test_two_plain_evaluates_never_train_the_same_run(data_root, tmp_path, cli):
     out = tmp_path / "out"
-    argv = [
-        sys.executable, "-m", "benchmark.cli", "evaluate", "--backbone", "resnet18.random",
+    argv = cli.argv(
+        "evaluate", "--backbone", "resnet18.random",
         "--tasks", "rsna_linear_10", "--data", str(data_root), "--out", str(out), "--seeds", "2",
         "--lr", "0.01", "--max-epochs", "1", "--batch-size", "2", "--train-limit", "4", "--device", "cpu",
         "--no-feature-cache", "--loader-workers", "0",
-    ]  # fmt: skip
+    )  # fmt: skip
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     procs = [
         subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
@@ -236,7 +235,7 @@ def test_two_plain_evaluates_never_train_the_same_run(data_root, tmp_path):
     ]
     logs = [p.communicate(timeout=600)[0] for p in procs]
     assert [p.returncode for p in procs] == [0, 0], logs
-    records = sorted(out.glob("runs/*/*/*.json"))
+    records = record_files(out)
     assert len(records) == 2
     # every run trained once: one work folder each, holding the logs of exactly one training
     for rec in records:

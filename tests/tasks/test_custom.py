@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from benchmark.cli import main
 from tasks.custom import TaskFileError, load_task_file, resolve_tasks
 from tasks.fakes.common import add_blob, chest_background, to_uint
+from tests.support.records import read_records
 
 
 def make_images(root, n, seed=0, size=96):
@@ -99,7 +99,7 @@ def test_coco_task_file_parsed(coco_task):
     assert (table["split"] == "test").sum() == 5 and "task.toml" in scheme
 
 
-def test_evaluate_a_coco_task_file(coco_task, tmp_path):
+def test_evaluate_a_coco_task_file(coco_task, tmp_path, cli):
     root, _ = coco_task
     out, data = tmp_path / "out", tmp_path / "data"
     argv = [
@@ -122,10 +122,10 @@ def test_evaluate_a_coco_task_file(coco_task, tmp_path):
         "--quiet",
     ]
     # the built-in task's data is missing: a clear error before any run starts
-    assert main(argv) == 2
+    assert cli(*argv).code == 2
     argv[4] = str(root / "task.toml")
-    assert main(argv) == 0
-    (rec,) = [json.loads(p.read_text()) for p in (out / "runs").glob("*/*/*.json")]
+    assert cli(*argv).code == 0
+    (rec,) = read_records(out)
     assert rec["task"] == "lesions" and rec["status"] == "ok" and rec["task_spec"]["head"] == "yolov3"
     assert math.isfinite(rec["test_score"]) and rec["dataset"]["subsets"] == {
         "train": 14,
@@ -138,12 +138,12 @@ def test_evaluate_a_coco_task_file(coco_task, tmp_path):
     assert {a["category_id"] for a in coco["annotations"]} == {1}
 
 
-def test_masks_task_file_multiclass(mask_task, tmp_path):
+def test_masks_task_file_multiclass(mask_task, tmp_path, cli):
     root, boxes = mask_task
     task = load_task_file(root / "task.yaml")
     assert task.spec.head == "linear" and task.spec.metric == "dice" and task.dataset.multi_label
     data, out = tmp_path / "data", tmp_path / "out"
-    assert main(["prepare", str(root / "task.yaml"), "--out", str(data), "--quiet"]) == 0
+    assert cli("prepare", root / "task.yaml", "--out", data, "--quiet").code == 0
     for c in ("first", "second"):
         assert len(list((data / "blobs" / "masks" / c).glob("*.png"))) == 20
     stem = next(s for s, b in boxes.items() if len(b) == 2)
@@ -151,29 +151,9 @@ def test_masks_task_file_multiclass(mask_task, tmp_path):
     assert set(np.unique(first)) == {0, 1}
     table = (data / "blobs" / "splits.csv").read_text()
     assert table.count(",train,") == 12
-    assert (
-        main(
-            [
-                "evaluate",
-                "--backbone",
-                "resnet18.random",
-                "--tasks",
-                str(root / "task.yaml"),
-                "--data",
-                str(data),
-                "--out",
-                str(out),
-                "--seeds",
-                "1",
-                "--device",
-                "cpu",
-                "--quiet",
-                "--no-lr-search",
-            ]
-        )
-        == 0
-    )
-    (rec,) = [json.loads(p.read_text()) for p in (out / "runs").glob("*/*/*.json")]
+    argv = ["evaluate", "--backbone", "resnet18.random", "--tasks", root / "task.yaml", "--data", data]
+    assert cli(*argv, "--out", out, "--seeds", "1", "--device", "cpu", "--quiet", "--no-lr-search").code == 0
+    (rec,) = read_records(out)
     assert rec["status"] == "ok" and {"dice.first", "dice.second"} <= set(rec["metrics"]["test"])
 
 

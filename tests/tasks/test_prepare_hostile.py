@@ -7,8 +7,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import subprocess
-import sys
 import tracemalloc
 from pathlib import Path
 
@@ -158,15 +156,13 @@ def test_rsna_row_with_a_seventh_field_is_a_row_failure(fake_rsna, tmp_path):
     assert report.manifest["counts"]["prepared_images"] == n_images - 1  # that patient, not the others
 
 
-def test_header_only_rsna_csv_is_an_error_with_a_nonzero_exit(fake_rsna, tmp_path):
+def test_header_only_rsna_csv_is_an_error_with_a_nonzero_exit(fake_rsna, tmp_path, cli):
     raw = copy(fake_rsna, tmp_path)
     csv = raw / "stage_2_train_labels.csv"
     csv.write_text(csv.read_text().splitlines()[0] + "\n")
     with pytest.raises(DatasetLayoutError, match="header is there but no rows follow"):
         prepare("rsna", raw, tmp_path / "out", progress=False)
-    from benchmark.cli import main
-
-    assert main(["prepare", "rsna", "--raw", str(raw), "--out", str(tmp_path / "out"), "--quiet"]) == 2
+    assert cli("prepare", "rsna", "--raw", raw, "--out", tmp_path / "out", "--quiet").code == 2
 
 
 def test_siim_rle_numbers_beyond_int64_and_near_2_63_are_row_failures(fake_raw, tmp_path):
@@ -262,21 +258,21 @@ def test_rsna_box_outside_its_image_is_a_failure(fake_rsna, tmp_path):
 # --- an unwritable output folder -----------------------------------------------------------------------
 
 
-def test_unwritable_output_folder_has_its_own_exit_code(fake_rsna, tmp_path):
+def test_unwritable_output_folder_has_its_own_exit_code(fake_rsna, tmp_path, cli):
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    cmd = [sys.executable, "-m", "benchmark.cli", "prepare", "rsna", "--raw", str(fake_rsna), "--quiet"]
-    done = subprocess.run([*cmd, "--out", str(blocker / "out")], capture_output=True, text=True, env=env)
-    assert done.returncode == 3, done.stderr
-    assert "Traceback" not in done.stderr
-    assert f"cannot write the prepared dataset to {blocker / 'out' / 'rsna'}" in done.stderr
+    cmd = ["prepare", "rsna", "--raw", fake_rsna, "--quiet"]
+    done = cli.run(*cmd, "--out", blocker / "out", env=env)
+    assert done.code == 3, done.err
+    assert "Traceback" not in done.err
+    assert f"cannot write the prepared dataset to {blocker / 'out' / 'rsna'}" in done.err
     if os.geteuid() != 0:  # root writes into read-only folders anyway
         ro = tmp_path / "ro"
         ro.mkdir()
         ro.chmod(0o555)
-        done = subprocess.run([*cmd, "--out", str(ro)], capture_output=True, text=True, env=env)
-        assert done.returncode == 3 and "choose a writable --out folder" in done.stderr
+        done = cli.run(*cmd, "--out", ro, env=env)
+        assert done.code == 3 and "choose a writable --out folder" in done.err
 
 
 @pytest.mark.parametrize("workers", [1, 2])
