@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Install Debian's Chromium, ChromeDriver and Node.js for the tests of the leaderboard's HTML page: its sort
-# script run by node (tests/test_leaderboard_html.py), and the page opened, screenshotted and sorted by
+# script run by node (tests/leaderboard/test_html.py), and the page opened, screenshotted and sorted by
 # real clicks in headless Chromium (test_page_in_headless_chromium). CI runs this before the tests and
 # makes a missing browser a failure (CXRBENCH_REQUIRE_BROWSER=1); elsewhere those tests are skipped without
 # them. Idempotent. Needs root (apt-get). Usage: sudo bash scripts/install-browser.sh

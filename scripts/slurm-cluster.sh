@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # A real single-node Slurm cluster on this machine, for trying `cxrbench evaluate --executor slurm` out and
-# for its end-to-end test (tests/test_slurm_cluster.py; CI runs this script before the tests).
+# for its end-to-end test (tests/executors/test_slurm_cluster.py; CI runs this script before the tests).
 #
 # Installs Debian's slurm-wlm, slurmdbd, munge and mariadb-server (apt-get, as root), writes a minimal
 # /etc/slurm/slurm.conf for this host (proctrack/linuxproc, task/none, select/cons_tres: no cgroups; one

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Run the test suite with the environment that scripts/setup.sh made. Extra arguments go to pytest,
-# e.g. `scripts/test.sh -m "not slow"` or `scripts/test.sh tests/test_backbones.py -x`.
+# e.g. `scripts/test.sh -m "not slow"` or `scripts/test.sh tests/backbones/test_specs_and_weights.py -x`.
 set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 venv="${CXRBENCH_VENV:-$repo/.venv}"

@@ -1,10 +1,13 @@
-"""Shared fixtures: one fake RSNA download and its prepared dataset per test session."""
+"""Shared fixtures: ``cxrbench`` as the tests call it (``cli``), and one fake download and prepared dataset of
+each of the five datasets per test session."""
 
 from __future__ import annotations
 
 import os
 
 import pytest
+
+from tests.support.cli import CLI
 
 os.environ.setdefault("CXRBENCH_OFFLINE", "1")  # tests never download weights
 
@@ -17,6 +20,12 @@ def pytest_runtest_makereport(item, call):
         reason = report.longrepr[-1] if isinstance(report.longrepr, tuple) else report.longrepr
         report.outcome = "failed"
         report.longrepr = f"skipped, but CXRBENCH_NO_SKIP=1 allows no skip: {reason}"
+
+
+@pytest.fixture
+def cli(capsys) -> CLI:
+    """``cxrbench`` in this process or as a child process (see ``tests.support.cli.CLI``)."""
+    return CLI(capsys)
 
 
 @pytest.fixture(scope="session")

@@ -5,7 +5,7 @@ every test image to ``MeanAveragePrecision2d`` of the ``mean_average_precision``
 (github.com/bes-dev/mean_average_precision) and reads ``value(iou_thresholds=0.40:0.05:0.75,
 mpolicy="soft", recall_thresholds=np.arange(0., 1.01, 0.01))``. This module is that computation without
 pandas and without the package's row-by-row table walk (minutes on a full test split), and gives the
-same numbers (``tests/test_published_metrics.py`` compares it with the package itself):
+same numbers (``tests/openmmlab/test_published_metrics.py`` compares it with the package itself):
 
 - IoU in the VOC pixel convention: every width and height gets +1 (``(x2 - x1 + 1) * (y2 - y1 + 1)``);
   a prediction matches when its IoU is strictly greater than the threshold.
