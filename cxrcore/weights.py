@@ -49,6 +49,13 @@ MAX_DEPTH = 256
 # unpickler scans the whole allow-list at every GLOBAL / REDUCE / BUILD, so its cost is opcodes x this.
 MAX_PLACEHOLDERS = 64
 
+
+def weights_dir() -> Path:
+    """The folder of downloaded / user-provided weight files (ImageNet ResNets for benchmark and pretrain):
+    ``$CXRBENCH_WEIGHTS_DIR``, else torch hub's ``checkpoints`` folder."""
+    env = os.environ.get("CXRBENCH_WEIGHTS_DIR")
+    return Path(env) if env else Path(torch.hub.get_dir()) / "checkpoints"
+
 # Names a checkpoint has no business referring to: loading such a file is an attack or an accident worth
 # stopping for, even though the inert unpickler would not run them either. (Other names, getattr included,
 # appear in ordinary metadata and are merely replaced by placeholders.)

@@ -15,7 +15,6 @@
 from __future__ import annotations
 
 import math
-import os
 from pathlib import Path
 
 import torch
@@ -23,6 +22,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from cxrcore.keys import PRETRAIN_PREFIXES, normalize_keys
+from cxrcore.weights import weights_dir as _weights_dir
 from pretrain.config import LossConfig, ModelConfig
 
 RESNET_CHANNELS = {"resnet18": 512, "resnet34": 512, "resnet50": 2048, "resnet101": 2048, "resnet152": 2048}
@@ -130,11 +130,6 @@ class CrossModalAttention(nn.Module):
 
 
 # ---------------------------------------------------------------------------------------- encoders
-
-
-def _weights_dir() -> Path:
-    env = os.environ.get("CXRBENCH_WEIGHTS_DIR")
-    return Path(env) if env else Path(torch.hub.get_dir()) / "checkpoints"
 
 
 def _read_state_dict(path: Path) -> dict[str, Tensor]:

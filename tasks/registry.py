@@ -29,6 +29,9 @@ YOLO_NMS_IOU = 0.4
 
 # U-Net decoder widths of the protocol (up-blocks from the coarsest), made for ResNet-50's 2048-channel conv5
 UNET_WIDTHS = (1024, 512, 256, 128, 64)
+# training losses: the protocol's (mmdet's YOLOv3 loss, mean per-class Dice) or LoVT's own (its YOLOv3Loss, its
+# Dice pooled over the classes); docs/protocol.md gives the measured difference
+TRAIN_LOSSES = ("protocol", "lovt")
 UNET_REFERENCE_C5 = 2048
 
 

@@ -242,6 +242,23 @@ def export_state(state: dict[str, torch.Tensor], out: str | os.PathLike, timm_ar
     return out
 
 
+
+def export_inspected(report: dict, state: dict[str, torch.Tensor], out: str | os.PathLike) -> Path:
+    """``inspect --export``: write the weights an :func:`inspect_weights` report describes as a plain file.
+
+    Raises:
+        BackboneError: a transformer encoder (a plain timm / transformers state dict loses what evaluate needs
+            to read it back: heads, training resolution, input convention) or a file evaluate would reject;
+            nothing is written.
+    """
+    if report.get("encoder"):
+        raise BackboneError(
+            f"not exported: a {report['format']} transformer encoder is evaluated from its released "
+            f"file as it is (spec {report['spec']}); --export writes plain ResNet and timm layouts"
+        )
+    timm_arch = report["arch"][len("timm:") :] if report["format"] == "timm" else None
+    return export_state(state, out, timm_arch)
+
 def format_report(report: dict) -> str:
     """Human-readable ``cxrbench inspect`` output."""
     lines = [

@@ -21,6 +21,7 @@ from torch import nn
 from benchmark.backbones import formats as fmts
 from benchmark.backbones.errors import BackboneKeyError, WeightsUnavailableError
 from benchmark.backbones.weights import load_weights, sha256_file
+from cxrcore.weights import weights_dir as _weights_dir
 
 
 @dataclass(frozen=True)
@@ -38,11 +39,6 @@ ARCHS: dict[str, Arch] = {
     "resnet50": Arch("resnet50", (3, 64, 256, 512, 1024, 2048), (1, 2, 4, 8, 16, 32)),
 }
 TAGS = ("random", "imagenet")
-
-
-def _weights_dir() -> Path:
-    env = os.environ.get("CXRBENCH_WEIGHTS_DIR")
-    return Path(env) if env else Path(torch.hub.get_dir()) / "checkpoints"
 
 
 def _imagenet_url(arch: str) -> str:

@@ -40,7 +40,7 @@ def cmd_backbones(args) -> int:
 
 def cmd_inspect(args) -> int:
     from benchmark.backbones import BackboneError
-    from benchmark.backbones.catalog import export_state, format_report, inspect_weights
+    from benchmark.backbones.catalog import export_inspected, format_report, inspect_weights
 
     try:
         report = inspect_weights(args.file, args.format)
@@ -52,18 +52,8 @@ def cmd_inspect(args) -> int:
     if not report["ok"]:
         return 1
     if args.export:
-        if report.get("encoder"):
-            # a plain timm / transformers state dict loses what evaluate needs to read it back (heads,
-            # training resolution, input convention), so no file evaluate would reject is written
-            print(
-                f"error: not exported: a {report['format']} transformer encoder is evaluated from its released "
-                f"file as it is (spec {report['spec']}); --export writes plain ResNet and timm layouts",
-                file=sys.stderr,
-            )
-            return 1
-        timm_arch = report["arch"][len("timm:") :] if report["format"] == "timm" else None
         try:
-            out = export_state(state, args.export, timm_arch)
+            out = export_inspected(report, state, args.export)
         except BackboneError as e:
             print(f"error: {e}", file=sys.stderr)
             return 1

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 from benchmark.cli.args import COUNT, POSITIVE_INT, number
+from tasks.registry import TRAIN_LOSSES
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -72,8 +73,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     e.add_argument(
         "--train-loss",
-        choices=["protocol", "lovt"],
-        default="protocol",
+        choices=list(TRAIN_LOSSES),
+        default=TRAIN_LOSSES[0],
         help="training loss: the protocol's (mmdet's YOLOv3 loss, mean of per-class Dice losses) or LoVT's own "
         "(its YOLOv3Loss, Dice pooled over classes); recorded in the record's overrides (default protocol)",
     )

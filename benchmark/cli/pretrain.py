@@ -19,7 +19,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         "pretrain", help="image-text pretraining of an encoder; exports OUT/backbone.safetensors"
     )
     pt.add_argument(
-        "--preset", required=True, choices=list(PRESETS), help="the objective (see README: Pretraining)"
+        "--preset", required=True, choices=list(PRESETS), help="the objective (see docs/pretraining.md)"
     )
     pt.add_argument("--out", required=True, help="run folder (a rerun resumes or reuses it)")
     pt.add_argument("--verbose", action="store_true", help="mmengine's INFO log on the console")

@@ -2,7 +2,7 @@
 tests against a baseline, Markdown, a self-contained sortable HTML page and PNG plots.
 
 Everything is derived from the records (``RUNS/runs/<backbone>/<task>/<key>.json``, see
-``benchmark/runs/__init__.py: execute``); nothing is edited by hand. The same records give byte-identical CSV,
+``benchmark/runs/execute.py``); nothing is edited by hand. The same records give byte-identical CSV,
 Markdown and HTML files: rows are sorted, numbers are rounded here in code, and no timestamps are written.
 
 Units: record metrics are fractions in [0, 1]; every value written here is in percent, like the

@@ -25,7 +25,7 @@ PROVIDER_TORCHVISION = "torchvision.ops.nms (cxrbench stand-in for mmcv-lite)"
 FULL_MMCV_HINT = (
     "It needs mmcv's compiled extension, which mmcv-lite does not have; cxrbench provides only NMS "
     "(through torchvision). Install a full mmcv build instead: `pip uninstall -y mmcv-lite && "
-    "pip install -U openmim && mim install 'mmcv==2.1.0'` (see README, 'Full mmcv')."
+    "pip install -U openmim && mim install 'mmcv==2.1.0'` (see docs/install.md, 'Why mmcv-lite, and how to get full mmcv')."
 )
 
 

@@ -11,13 +11,11 @@ from typing import TYPE_CHECKING
 
 from benchmark.backbones import BackboneInfo, normalization_plan
 from tasks.prepare import load_stats
-from tasks.registry import TaskSpec
+from tasks.registry import TRAIN_LOSSES, TaskSpec
 
 if TYPE_CHECKING:
     from benchmark.runs.plan import PlannedRun
 
-# training losses: the protocol's (mmdet's YOLOv3 loss, mean per-class Dice) or LoVT's own (README)
-TRAIN_LOSSES = ("protocol", "lovt")
 
 
 @dataclass(frozen=True)

@@ -336,7 +336,7 @@ def test_payloads_never_run_through_mmengine(tmp_path, no_weights_only):
 
 @pytest.mark.slow
 def test_payloads_never_run_in_pretrain_resume_and_analyze(tmp_path, no_weights_only):
-    from test_pretrain_train import Interrupted, StopAfterEpoch
+    from tests.pretrain.test_train import Interrupted, StopAfterEpoch
 
     from pretrain.config import AugmentConfig, ModelConfig, TrainConfig, preset_config
     from pretrain.data.manifest import read_manifest
