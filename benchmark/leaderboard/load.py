@@ -10,6 +10,8 @@ import os
 from collections.abc import Iterable
 from pathlib import Path
 
+from benchmark.runs.records import read_record, record_files
+
 # Where the published numbers live in a checkout (results/reference/*.csv, see its README).
 REFERENCE_DIR = Path(__file__).resolve().parents[2] / "results" / "reference"
 REFERENCE_COLUMNS = ("method", "pretraining_data", "task", "metric", "mean", "std_population")
@@ -25,10 +27,6 @@ class LeaderboardError(ValueError):
 def record_key(rec: dict) -> str:
     """A record's run key (its ``key`` field, else its file name)."""
     return str(rec.get("key") or Path(rec.get("_path", "")).stem)
-
-
-def _runs_root(path: Path) -> Path:
-    return path / "runs" if (path / "runs").is_dir() else path
 
 
 def load_records(runs_dirs: Iterable[str | os.PathLike]) -> tuple[list[dict], list[str]]:
@@ -48,9 +46,9 @@ def load_records(runs_dirs: Iterable[str | os.PathLike]) -> tuple[list[dict], li
             raise LeaderboardError(
                 f"runs folder {root} does not exist (pass the --out of `cxrbench evaluate`)"
             )
-        for path in sorted(_runs_root(root).glob("*/*/*.json")):
+        for path in record_files(root):
             try:
-                rec = json.loads(path.read_text())
+                rec = read_record(path)
             except (OSError, json.JSONDecodeError) as e:
                 problems.append(f"{path}: not a readable JSON record ({e}); skipped")
                 continue

@@ -79,12 +79,18 @@ def read_record(path: str | os.PathLike) -> dict:
     return json.loads(Path(path).read_text())
 
 
-def iter_records(runs_dir: str | os.PathLike):
-    """All records under a ``runs/`` folder (or an output folder containing one), sorted by path."""
+def record_files(runs_dir: str | os.PathLike) -> list[Path]:
+    """The record files under a ``runs/`` folder (or an output folder containing one), sorted by path: the
+    one place that knows the layout ``runs/<backbone>/<task>/<key>.json`` (:func:`record_path`)."""
     root = Path(runs_dir)
     if (root / "runs").is_dir():
         root = root / "runs"
-    for path in sorted(root.glob("*/*/*.json")):
+    return sorted(root.glob("*/*/*.json"))
+
+
+def iter_records(runs_dir: str | os.PathLike):
+    """All records under a ``runs/`` folder (or an output folder containing one), sorted by path."""
+    for path in record_files(runs_dir):
         yield read_record(path)
 
 

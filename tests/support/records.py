@@ -11,12 +11,13 @@ import os
 from pathlib import Path
 
 from benchmark.runs.records import iter_records, read_record
+from benchmark.runs.records import record_files as _record_files
 
 
 def record_files(out: str | os.PathLike) -> list[Path]:
     """The record files under the output folder ``out``, sorted by path."""
     runs = Path(out) / "runs"
-    return sorted(runs.glob("*/*/*.json")) if runs.is_dir() else []
+    return _record_files(runs) if runs.is_dir() else []
 
 
 def read_records(out: str | os.PathLike) -> list[dict]:
