@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 
 from bench.common import machine, today
+from tasks.registry import TRAIN_LOSSES
 
 TASKS = ("rsna_yolov3_frozen_100", "nih_linear")
 
@@ -81,7 +82,7 @@ def main(argv=None) -> int:
         f"{args.batch_size}, seeds {seeds}, default lr, U-Net widths {'/'.join(map(str, widths))}; work {work}"
     )
     scores: dict[tuple[str, str], dict[int, float]] = {}
-    for loss in ("protocol", "lovt"):
+    for loss in TRAIN_LOSSES:
         options = RunOptions(
             max_epochs=args.epochs,
             batch_size=args.batch_size,

@@ -20,7 +20,7 @@ from mmseg.models.segmentors import EncoderDecoder
 from mmseg.models.utils import resize
 from torch import nn
 
-from tasks.registry import UNET_WIDTHS
+from tasks.registry import TRAIN_LOSSES, UNET_WIDTHS
 
 
 class _ConvBlock(nn.Sequential):
@@ -199,8 +199,8 @@ class ObjectnessYOLOV3Head(YOLOV3Head):
     """
 
     def __init__(self, *args, train_loss: str = "protocol", **kwargs) -> None:
-        if train_loss not in ("protocol", "lovt"):
-            raise ValueError(f"train_loss must be 'protocol' or 'lovt', got {train_loss!r}")
+        if train_loss not in TRAIN_LOSSES:
+            raise ValueError(f"train_loss must be one of {TRAIN_LOSSES}, got {train_loss!r}")
         super().__init__(*args, **kwargs)
         self.train_loss = train_loss
 

@@ -32,7 +32,6 @@ started on different machines with the same ``--out`` on a shared file system co
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -205,16 +204,19 @@ def scan(
 # --- what is settled -----------------------------------------------------------------------------------
 
 
+def _readable_record(run: PlannedRun) -> dict | None:
+    """The record of ``run`` if its file exists and reads as JSON (one being written, or a torn file, reads
+    as None: not settled)."""
+    try:
+        return read_record(run.path)
+    except (OSError, ValueError):  # missing, unreadable, or not JSON (json.JSONDecodeError is a ValueError)
+        return None
+
+
 def existing_ok(run: PlannedRun) -> dict | None:
     """The record of a run already finished successfully, if any (so a sweep resumes)."""
-    if run.path.exists():
-        try:
-            rec = read_record(run.path)
-        except (json.JSONDecodeError, OSError):
-            return None
-        if rec.get("status") == "ok":
-            return rec
-    return None
+    rec = _readable_record(run)
+    return rec if rec is not None and rec.get("status") == "ok" else None
 
 
 def _written_since(run: PlannedRun, since: float) -> bool:
@@ -227,12 +229,7 @@ def _written_since(run: PlannedRun, since: float) -> bool:
 def recorded_since(run: PlannedRun, since: float) -> dict | None:
     """The record of ``run`` if it was written at or after ``since`` (another process ran it while we
     waited for its claim: ok or failed, it is not trained twice)."""
-    try:
-        if _written_since(run, since):
-            return read_record(run.path)
-    except (OSError, ValueError):
-        pass
-    return None
+    return _readable_record(run) if _written_since(run, since) else None
 
 
 def _attempt_marker(out_dir, key: str, sweep_id: str) -> Path:
@@ -254,11 +251,8 @@ def settled(run: PlannedRun, out_dir, sweep_id: str, waiting_since: float | None
     written since: the other process ran it while we waited, and it is not trained twice (as
     ``evaluate`` does); it is then marked, so that the whole sweep agrees.
     """
-    if not run.path.exists():
-        return None
-    try:
-        record = read_record(run.path)
-    except (OSError, ValueError):
+    record = _readable_record(run)
+    if record is None:
         return None
     if record.get("status") == "ok" or _attempt_marker(out_dir, run.key, sweep_id).exists():
         return record
